@@ -1,0 +1,27 @@
+# Two entry points, each self-sufficient on a fresh machine with Python 3.11:
+#   make study   set up .venv, then run the study on the bundled IMDB data (profile chosen by the device)
+#   make test    set up .venv, then run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: study test setup clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+study: $(STAMP)
+	$(PY) -m nanogpt study $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+clean-cache:
+	rm -rf data/cache

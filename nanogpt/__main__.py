@@ -1,0 +1,189 @@
+"""Command line: `python -m nanogpt {train,study,classify} ...` (see `--help` of each).
+
+Errors end with one line on stderr and a non-zero exit: 2 for a bad command line, 1 for a failure while
+running (bad data, a missing or foreign checkpoint, no network for the hub, ...). Never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+import typing
+from dataclasses import fields
+
+from nanogpt.losses import LOSS_NAMES
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class UsageError(Exception):
+    """A bad command line (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + error; we want one line and exit 2
+        raise UsageError(f"{message} (see `python -m nanogpt {self.prog.split()[-1]} --help`)"
+                         if " " in self.prog else message)
+
+
+def _coerce(name: str, text: str):
+    """Turn `--set name=text` into the type of TrainConfig.<name>."""
+    from nanogpt.train import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    if name not in hints:
+        raise UsageError(f"--set {name}: no such setting. Settings: {', '.join(f.name for f in fields(TrainConfig))}")
+    hint = hints[name]
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    if type(None) in args and text.lower() in ("none", "null", ""):
+        return None
+    base = next(a for a in args if a is not type(None))
+    try:
+        if base is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        return base(text)
+    except ValueError:
+        raise UsageError(f"--set {name}={text}: expected a {base.__name__}.") from None
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UsageError(f"--set {pair!r}: write it as key=value, e.g. --set max_steps=200.")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = _coerce(key.strip(), value.strip())
+    return out
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default=None, help="smoke | cpu | paper (default: paper with CUDA, else cpu)")
+    p.add_argument("--source", default="bundled", help="bundled (offline, default) | hub | path to a CSV")
+    p.add_argument("--out", default="results", help="results folder (default: results)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"))
+    p.add_argument("--init", default=None, choices=("scratch", "gpt2"), help="gpt2 needs a network")
+    p.add_argument("--steps", type=int, default=None, help="override the profile's max_steps")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any TrainConfig field, e.g. --set learning_rate=5e-4 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nanogpt", description="A small GPT as an IMDB sentiment classifier: CE against BCE.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train one run")
+    p.add_argument("--loss", required=True, choices=LOSS_NAMES)
+    p.add_argument("--seed", type=int, default=0)
+    _add_run_options(p)
+
+    p = sub.add_parser("study", help="train both losses over the profile's seeds, then compare")
+    p.add_argument("--seeds", default=None, help="e.g. 0-4 or 0,1,2 (default: the profile's seeds)")
+    p.add_argument("--losses", default="ce,bce", help="comma-separated subset of ce,bce")
+    _add_run_options(p)
+
+    p = sub.add_parser("classify", help="classify reviews with a trained checkpoint")
+    p.add_argument("--checkpoint", required=True, help="results/runs/<run_id>/model.pt")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("texts", nargs="+", metavar="TEXT")
+    return parser
+
+
+def _run_overrides(args) -> dict:
+    over = _overrides(args.set)
+    for flag, key in (("device", "device"), ("precision", "precision"), ("init", "init"), ("steps", "max_steps")):
+        value = getattr(args, flag)
+        if value is not None:
+            over[key] = value
+    over["source"] = args.source
+    return over
+
+
+def _resolve_profile(name):
+    from nanogpt.profiles import default_profile_name, get_profile
+
+    try:
+        return get_profile(name or default_profile_name())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_train(args) -> int:
+    from nanogpt.train import train
+
+    prof = _resolve_profile(args.profile)
+    try:
+        cfg = prof.make_config(args.loss, args.seed, out_dir=args.out, quiet=args.quiet, **_run_overrides(args))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    result = train(cfg)
+    print(json.dumps({"run_id": result.run_id, "val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
+                      "checkpoint": str(result.checkpoint)}))
+    return 0
+
+
+def cmd_study(args) -> int:
+    from nanogpt.stats import format_comparison
+    from nanogpt.study import parse_seeds, run_study
+
+    prof = _resolve_profile(args.profile)
+    try:
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+        losses = tuple(x.strip() for x in args.losses.split(",") if x.strip())
+        bad = [x for x in losses if x not in LOSS_NAMES]
+        if bad or not losses:
+            raise ValueError(f"Bad --losses {args.losses!r}: use a subset of {','.join(LOSS_NAMES)}.")
+        overrides = _run_overrides(args)
+        prof.make_config("ce", 0, **overrides)  # validate before any training starts
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, **overrides)
+    print()
+    print(format_comparison(runs))
+    print(f"\nresults: {args.out}/runs.csv; checkpoints: {args.out}/runs/<run_id>/model.pt")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from nanogpt.predict import Classifier
+
+    clf = Classifier.load(args.checkpoint, device=args.device)
+    preds = clf.predict(args.texts)
+    for text, rec in zip(args.texts, preds.to_records()):
+        if args.json:
+            print(json.dumps({"text": text, **rec}))
+        else:
+            short = text if len(text) <= 60 else text[:57] + "..."
+            print(f"{rec['sentiment']:8s}  P(positive)={rec['positive_probability']:.3f}  {short}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "study": cmd_study, "classify": cmd_classify}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"nanogpt: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("nanogpt: interrupted; finished runs are kept in the results folder.", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError, ConnectionError, KeyError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"nanogpt: error: {msg}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

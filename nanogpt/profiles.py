@@ -1,0 +1,115 @@
+"""Named configurations: `smoke` (CI), `cpu` (a real result on a laptop-class CPU), `paper` (GPU).
+
+A profile is a TrainConfig with every choice written down, plus the seeds its default study runs. The loss
+and the seed are filled in per run; everything else is fixed by the profile, so runs of one profile differ
+only in what the study compares.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from nanogpt.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    config: TrainConfig
+    seeds: tuple[int, ...]  # the seeds `study` runs by default, for each loss
+
+    def make_config(self, loss: str, seed: int, **overrides) -> TrainConfig:
+        return self.config.replace(loss=loss, seed=seed, profile=self.name, **overrides).validate()
+
+
+SMOKE = Profile(
+    name="smoke",
+    description="CI and tests: about a minute per run on 2 CPU cores; learns, but is no result",
+    seeds=(0, 1),
+    config=TrainConfig(
+        profile="smoke",
+        block_size=128,  # short reviews keep steps cheap; head_tail keeps the verdict
+        train_limit=6000,  # a third of the training split is enough to learn well above chance
+        val_limit=1000,  # a smaller validation set: +-1.5 points of sampling error, fine for a smoke test
+        n_layer=1,
+        n_head=2,
+        n_embd=64,
+        dropout=0.0,  # too few steps to overfit; dropout would only slow it down
+        gelu="none",  # exact GELU: 6.5 ms against 13.4 ms for the tanh form (bf16 fwd+bwd, 8M values, CPU)
+        batch_size=32,
+        max_steps=300,
+        learning_rate=2e-3,  # small model, short schedule: a high peak rate
+        warmup_steps=30,
+        eval_interval=100,
+    ),
+)
+
+CPU = Profile(
+    name="cpu",
+    description="a real result on 2 CPU cores: ~85% validation accuracy in a few minutes per run",
+    seeds=(0, 1, 2),
+    config=TrainConfig(
+        profile="cpu",
+        block_size=384,  # 77% of reviews fit whole; longer ones keep head and tail
+        n_layer=2,
+        n_head=4,
+        n_embd=256,
+        dropout=0.1,
+        attn_dropout=0.0,  # attention dropout forces SDPA's slow path (1.7-2x slower step)
+        gelu="none",
+        pooling="mean",  # from scratch, mean pooling learns faster than the last token
+        batch_size=32,
+        max_steps=1200,  # about 1.9 epochs of the 19,923 training reviews
+        learning_rate=1e-3,
+        warmup_steps=100,
+        eval_interval=200,
+    ),
+)
+
+PAPER = Profile(
+    name="paper",
+    description="GPU: a larger model and a longer schedule, 10 seeds per loss",
+    seeds=tuple(range(10)),
+    config=TrainConfig(
+        profile="paper",
+        block_size=512,  # 85% of reviews fit whole
+        n_layer=6,
+        n_head=6,
+        n_embd=384,
+        dropout=0.1,
+        gelu="none",
+        pooling="mean",
+        batch_size=64,
+        max_steps=2000,  # about 6.4 epochs
+        learning_rate=6e-4,
+        warmup_steps=200,
+        eval_interval=250,
+        eval_batch_size=256,
+    ),
+)
+
+PROFILES = {p.name: p for p in (SMOKE, CPU, PAPER)}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile {name!r}; use one of {tuple(PROFILES)}.")
+    return PROFILES[name]
+
+
+def default_profile_name() -> str:
+    """The profile that fits this machine: `paper` with a CUDA GPU, else `cpu`."""
+    return "paper" if torch.cuda.is_available() else "cpu"
+
+
+def profile_table() -> list[dict]:
+    """One row per profile with the fields that differ from TrainConfig's defaults (for the README)."""
+    base = TrainConfig()
+    rows = []
+    for p in PROFILES.values():
+        changed = {f.name: getattr(p.config, f.name) for f in fields(TrainConfig)
+                   if getattr(p.config, f.name) != getattr(base, f.name) and f.name != "profile"}
+        rows.append({"profile": p.name, "seeds": len(p.seeds), "description": p.description, **changed})
+    return rows

@@ -1,0 +1,63 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+TINY = ["--set", "block_size=64", "--set", "train_limit=256", "--set", "val_limit=128", "--set", "n_layer=1",
+        "--set", "n_head=2", "--set", "n_embd=32", "--set", "eval_interval=4", "--set", "warmup_steps=2",
+        "--steps", "4", "--quiet"]
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "nanogpt", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args", [
+    ["train"], ["train", "--loss", "mse"], ["train", "--loss", "ce", "--profile", "huge"],
+    ["study", "--seeds", "5-2"], ["study", "--seeds", "x"], ["train", "--loss", "ce", "--steps", "-3"],
+    ["train", "--loss", "ce", "--set", "nonsense=1"], ["train", "--loss", "ce", "--set", "max_steps=many"],
+    ["train", "--loss", "ce", "--frobnicate"], ["study", "--losses", "ce,mse"], ["launch"],
+])
+def test_usage_errors_are_one_line_exit_2(args):
+    r = cli(*args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nanogpt: error:"), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_or_foreign_checkpoint(tmp_path):
+    r = cli("classify", "--checkpoint", str(tmp_path / "nope.pt"), "great film")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "No checkpoint at" in r.stderr
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    r = cli("classify", "--checkpoint", str(tmp_path / "junk.pt"), "great film")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "junk.pt is not a readable checkpoint" in r.stderr
+
+
+def test_train_study_classify(tmp_path):
+    out = tmp_path / "res"
+    r = cli("train", "--loss", "bce", "--seed", "3", "--profile", "smoke", "--out", str(out), *TINY)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    assert info["run_id"].startswith("smoke-bce-seed3-") and 0 <= info["val_accuracy"] <= 1
+
+    r = cli("study", "--profile", "smoke", "--seeds", "0-1", "--out", str(out), *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "paper_mean" in r.stdout and "Welch" in r.stdout
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 5 and sorted(runs["loss"].value_counts().tolist()) == [2, 3]
+
+    r = cli("study", "--profile", "smoke", "--seeds", "0-1", "--out", str(out), *TINY[:-1])  # not quiet
+    assert r.returncode == 0 and "4 already finished, 0 to train" in r.stdout
+
+    r = cli("classify", "--checkpoint", info["checkpoint"], "--json", "A wonderful film.", "Terrible.")
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    assert [x["text"] for x in records] == ["A wonderful film.", "Terrible."]
+    assert all(0 <= x["positive_probability"] <= 1 and x["label"] in (0, 1) for x in records)
+
+    r = cli("classify", "--checkpoint", info["checkpoint"], "   ")
+    assert r.returncode == 1 and "empty" in r.stderr and "Traceback" not in r.stderr

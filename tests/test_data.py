@@ -1,0 +1,111 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from nanogpt import data
+from nanogpt.data import DataValidationError, load_imdb, load_tokenized, truncate_ids, validate_reviews
+
+
+@pytest.fixture(scope="module")
+def imdb():
+    return load_imdb()
+
+
+def test_bundled_imdb_split(imdb):
+    train, val = imdb["train"], imdb["validation"]
+    assert set(imdb) == {"train", "validation"}
+    # 25,000 IMDB rows, 96 exact duplicate texts dropped, 20% stratified validation share
+    assert len(train) + len(val) == 24904
+    assert len(val) == round(0.2 * 24904)
+    assert set(train["text"]).isdisjoint(val["text"])  # no review leaks into validation
+    assert len(set(train["text"])) == len(train)
+    for split in (train, val):
+        assert abs(np.mean(split["label"]) - 0.5) < 0.002  # stratified: both classes kept at 50/50
+
+
+def test_split_depends_only_on_split_seed(imdb):
+    again = load_imdb(split_seed=data.DEFAULT_SPLIT_SEED)
+    assert again["validation"]["text"] == imdb["validation"]["text"]
+    other = load_imdb(split_seed=7)
+    assert other["validation"]["text"] != imdb["validation"]["text"]
+
+
+@pytest.mark.parametrize(
+    "frame, match",
+    [
+        (pd.DataFrame({"review": ["good"], "label": [1]}), r"missing column\(s\) \['text'\]"),
+        (pd.DataFrame({"text": ["good", "bad", "ok"], "label": [1, 0, 2]}), r"0 or 1, found 2 in rows 2"),
+        (pd.DataFrame({"text": ["good", "bad"], "label": ["yes", 0]}), r"found 'yes' in rows 0"),
+        (pd.DataFrame({"text": ["good", "  ", "fine"], "label": [1, 0, 1]}), r"empty in rows 1"),
+        (pd.DataFrame({"text": ["good", None, 3], "label": [1, 0, 1]}), r"not a string in rows 1, 2"),
+        (pd.DataFrame({"text": [], "label": []}), r"no rows"),
+    ],
+)
+def test_validation_names_rows(frame, match):
+    with pytest.raises(DataValidationError, match=match):
+        validate_reviews(frame, "test.csv")
+
+
+def test_csv_source(tmp_path):
+    rows = [(f"review number {i} was {'great' if i % 2 else 'awful'}", i % 2) for i in range(40)]
+    rows.append(rows[0])  # an exact duplicate: dropped before the split
+    path = tmp_path / "mine.csv"
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
+    dsd = load_imdb(str(path), val_fraction=0.25)
+    assert len(dsd["train"]) + len(dsd["validation"]) == 40
+    assert len(dsd["validation"]) == 10
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nfine film,1\nawful,7\n")
+    with pytest.raises(DataValidationError, match=r"rows 1"):
+        load_imdb(str(bad))
+    with pytest.raises(ValueError, match="Unknown data source"):
+        load_imdb("nonsense")
+
+
+def test_truncation_modes():
+    ids = list(range(10))
+    assert truncate_ids(ids, 4, "head") == [0, 1, 2, 3]
+    assert truncate_ids(ids, 4, "tail") == [6, 7, 8, 9]
+    assert truncate_ids(ids, 8, "head_tail", head_fraction=0.25) == [0, 1, 4, 5, 6, 7, 8, 9]
+    assert truncate_ids(ids, 20, "head_tail") == ids
+    with pytest.raises(ValueError, match="Unknown truncation"):
+        truncate_ids(ids, 4, "middle")
+
+
+def test_tokenized_cache(tmp_path, monkeypatch):
+    first = load_tokenized(block_size=96, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    tr = first["train"]
+    assert tr.tokens.dtype == np.uint16 and len(tr) == 19923
+    assert tr.lengths.max() == 96 and (tr.lengths <= tr.full_lengths).all()
+    assert ((tr.full_lengths > 96) == (tr.lengths == 96)).mean() > 0.99
+    # A second load must come from the cache: reading the reviews again would fail here.
+    monkeypatch.setattr(data, "load_imdb", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-read")))
+    second = load_tokenized(block_size=96, cache_dir=tmp_path)
+    np.testing.assert_array_equal(second["train"].tokens, tr.tokens)
+    np.testing.assert_array_equal(second["validation"].labels, first["validation"].labels)
+    # Anything that changes the arrays changes the key: no silent mixing of configurations.
+    keys = {data.cache_key("bundled", 1337, 0.2, 96, "head_tail", 0.25),
+            data.cache_key("bundled", 1337, 0.2, 128, "head_tail", 0.25),
+            data.cache_key("bundled", 1337, 0.2, 96, "head", 0.25),
+            data.cache_key("bundled", 1, 0.2, 96, "head_tail", 0.25),
+            data.cache_key("bundled", 1337, 0.3, 96, "head_tail", 0.25)}
+    assert len(keys) == 5
+
+
+def test_torn_cache_is_rebuilt(tmp_path):
+    first = load_tokenized(block_size=32, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.npz")
+    path.write_bytes(path.read_bytes()[:1000])  # a crash mid-write from some older tool
+    again = load_tokenized(block_size=32, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again["train"].tokens, first["train"].tokens)
+
+
+def test_tokens_match_text(imdb):
+    from nanogpt.tokenizer import get_tokenizer
+
+    split = load_tokenized(block_size=4096)["validation"]  # long enough that nothing is cut
+    enc = get_tokenizer()
+    for i in range(0, len(split), 997):
+        assert enc.decode(split.ids(i).tolist()) == imdb["validation"]["text"][i]
+        assert split.labels[i] == imdb["validation"]["label"][i]

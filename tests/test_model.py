@@ -1,0 +1,102 @@
+import pytest
+import torch
+
+from nanogpt.model import GPTClassifier, ModelConfig
+
+
+def small(**kw):
+    base = dict(vocab_size=1000, block_size=64, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+@pytest.mark.parametrize("n_outputs", [1, 2])
+def test_padding_does_not_change_logits(pooling, n_outputs):
+    torch.manual_seed(0)
+    model = GPTClassifier(small(pooling=pooling, n_outputs=n_outputs)).eval()
+    review = torch.randint(0, 1000, (17,))
+    outs = []
+    for total in (17, 24, 40, 64):
+        x = torch.full((1, total), 999)  # pad id: any id works, it is never attended to
+        x[0, :17] = review
+        outs.append(model(x, torch.tensor([17])))
+    for out in outs[1:]:
+        torch.testing.assert_close(out, outs[0], atol=1e-5, rtol=1e-5)
+    assert outs[0].shape == (1, n_outputs)
+
+
+def test_batch_of_mixed_lengths_matches_one_by_one():
+    torch.manual_seed(0)
+    model = GPTClassifier(small()).eval()
+    seqs = [torch.randint(0, 1000, (n,)) for n in (5, 30, 12)]
+    x = torch.zeros(3, 30, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        x[i, : len(s)] = s
+    batched = model(x, torch.tensor([5, 30, 12]))
+    single = torch.cat([model(s[None]) for s in seqs])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+
+
+def test_pooling_differs_and_dropout_is_off_in_eval():
+    torch.manual_seed(0)
+    x = torch.randint(0, 1000, (2, 20))
+    mean = GPTClassifier(small(pooling="mean", dropout=0.5))
+    last = GPTClassifier(small(pooling="last", dropout=0.5))
+    last.load_state_dict(mean.state_dict())
+    mean.eval(), last.eval()
+    assert not torch.allclose(mean(x), last(x))
+    torch.testing.assert_close(mean(x), mean(x))
+    mean.train()
+    assert not torch.allclose(mean(x), mean(x))  # dropout active in training
+
+
+def test_loads_hugging_face_gpt2_backbone():
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(0)
+    hf_cfg = GPT2Config(vocab_size=1000, n_positions=64, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0,
+                        embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = GPT2Model(hf_cfg).eval()
+    ours = GPTClassifier(small(gelu="tanh")).eval()
+    ours.load_hf_backbone(hf.state_dict())
+    x = torch.randint(0, 1000, (3, 40))
+    with torch.no_grad():
+        expected = hf(x).last_hidden_state
+        got = ours.hidden_states(x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_hf_shape_mismatch_is_clear():
+    from transformers import GPT2Config, GPT2Model
+
+    hf = GPT2Model(GPT2Config(vocab_size=1000, n_positions=64, n_embd=64, n_layer=2, n_head=2))
+    with pytest.raises(ValueError, match="does not fit"):
+        GPTClassifier(small()).load_hf_backbone(hf.state_dict())
+
+
+def test_pretrained_offline_says_it_cannot(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConnectionError, match="need a network.*--init scratch"):
+        GPTClassifier.from_pretrained_gpt2(small(), name="gpt2-this-does-not-exist-offline")
+
+
+def test_optimizer_decays_matrices_only():
+    model = GPTClassifier(small())
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("kw, match", [(dict(n_embd=30, n_head=4), "divisible"), (dict(pooling="max"), "pooling"),
+                                       (dict(n_outputs=3), "n_outputs"), (dict(dropout=1.0), "dropout")])
+def test_bad_config(kw, match):
+    with pytest.raises(ValueError, match=match):
+        small(**kw)
+
+
+def test_too_long_input_is_refused():
+    with pytest.raises(ValueError, match="longer than block_size"):
+        GPTClassifier(small())(torch.zeros(1, 65, dtype=torch.long))

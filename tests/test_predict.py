@@ -1,0 +1,107 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from nanogpt.artifacts import CheckpointError
+from nanogpt.predict import Classifier
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_run):
+    return Classifier.load(tiny_run["ce"].checkpoint)
+
+
+def test_predict_batch_and_single(clf, tiny_run):
+    texts = ["An absolute delight from start to finish.", "Dull, slow and badly acted.", "ok"]
+    preds = clf.predict(texts)
+    assert preds.labels.dtype == np.int64 and set(preds.labels) <= {0, 1}
+    assert ((preds.probabilities >= 0) & (preds.probabilities <= 1)).all()
+    assert np.array_equal(preds.labels, (preds.probabilities > 0.5).astype(int))
+    one = clf.predict(texts[1])
+    assert len(one) == 1 and one.probabilities[0] == pytest.approx(preds.probabilities[1], abs=1e-6)
+    assert clf.predict(texts, batch_size=1).probabilities == pytest.approx(preds.probabilities, abs=1e-6)
+    assert preds.sentiments[0] in ("negative", "positive") and preds.to_records()[0]["label"] in (0, 1)
+
+
+def test_predictions_match_training_evaluation(tiny_run):
+    """The classifier scores validation reviews exactly as the training loop did."""
+    from nanogpt.data import load_imdb
+
+    result = tiny_run["bce"]
+    clf = Classifier.load(result.checkpoint, precision="auto")
+    val = load_imdb()["validation"][:256]
+    preds = clf.predict(val["text"])
+    assert np.mean(preds.labels == np.array(val["label"])) == pytest.approx(result.val_accuracy, abs=2 / 256)
+
+
+def test_long_review_is_truncated_like_training(clf):
+    long = "This film was wonderful. " * 5000
+    p = clf.predict(long)
+    assert len(p) == 1 and 0 <= p.probabilities[0] <= 1
+    assert len(clf.tokenize(long).ids(0)) == clf.model.config.block_size
+
+
+@pytest.mark.parametrize("bad, err, match", [
+    ("", ValueError, "empty"), ("   \n\t", ValueError, "empty"), (None, TypeError, "NoneType"),
+    (42, TypeError, "int"), (["fine", 3], TypeError, "Review 1 is a int"), (["fine", ""], ValueError, "Review 1"),
+    ([], ValueError, "No reviews"),
+])
+def test_bad_input_is_a_clear_error(clf, bad, err, match):
+    with pytest.raises(err, match=match):
+        clf.predict(bad)
+
+
+def test_any_unicode(clf):
+    texts = ["🎬🍿 loved it!!", "فيلم رائع", "tab\tnul\x00bell\x07", "\ud800 lone surrogate", "<|endoftext|>"]
+    p = clf.predict(texts)
+    assert len(p) == 5 and np.isfinite(p.probabilities).all()
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def test_foreign_and_corrupt_checkpoints(tmp_path, tiny_run):
+    good = tiny_run["ce"].checkpoint.read_bytes()
+    with pytest.raises(CheckpointError, match="truncated.bin.*not a readable checkpoint"):
+        Classifier.load(_write(tmp_path / "truncated.bin", good[: len(good) // 2]))
+    with pytest.raises(CheckpointError, match="random.bin"):
+        Classifier.load(_write(tmp_path / "random.bin", np.random.default_rng(0).bytes(4096)))
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a checkpoint of this project"):
+        Classifier.load(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError, match="No checkpoint at"):
+        Classifier.load(tmp_path / "missing.pt")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def test_pickle_that_runs_code_is_never_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"format": "nanogpt-imdb-classifier/1", "model_state": _Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        Classifier.load(tmp_path / "evil.pt")
+    assert not (tmp_path / "PWNED").exists()
+    _write(tmp_path / "evil2.pt", pickle.dumps(_Evil()))
+    with pytest.raises(CheckpointError):
+        Classifier.load(tmp_path / "evil2.pt")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_checkpoint_of_other_shape_or_loss(tmp_path, tiny_run):
+    ckpt = torch.load(tiny_run["ce"].checkpoint, weights_only=True)
+    ckpt["loss"] = "bce"  # a CE model (2 outputs) labelled as BCE
+    torch.save(ckpt, tmp_path / "mislabelled.pt")
+    with pytest.raises(CheckpointError, match="needs 1 outputs but the model has 2"):
+        Classifier.load(tmp_path / "mislabelled.pt")
+    ckpt = torch.load(tiny_run["ce"].checkpoint, weights_only=True)
+    ckpt["model_config"]["n_embd"] = 64
+    torch.save(ckpt, tmp_path / "reshaped.pt")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        Classifier.load(tmp_path / "reshaped.pt")
