@@ -109,3 +109,31 @@ def test_tokens_match_text(imdb):
     for i in range(0, len(split), 997):
         assert enc.decode(split.ids(i).tolist()) == imdb["validation"]["text"][i]
         assert split.labels[i] == imdb["validation"]["label"][i]
+
+
+def test_hub_source_path(monkeypatch):
+    """The hub loader's own logic (the network itself is mocked): train split, dedupe, and a test split."""
+    import datasets
+
+    def fake_load(name, *a, **k):
+        assert name == "stanfordnlp/imdb"
+        train = datasets.Dataset.from_dict({"text": [f"review {i}" for i in range(50)] + ["review 0"],
+                                            "label": [i % 2 for i in range(50)] + [0]})
+        test = datasets.Dataset.from_dict({"text": [f"test {i}" for i in range(20)], "label": [i % 2 for i in range(20)]})
+        return datasets.DatasetDict({"train": train, "test": test, "unsupervised": test})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    dsd = load_imdb("hub")
+    assert set(dsd) == {"train", "validation", "test"}
+    assert len(dsd["train"]) + len(dsd["validation"]) == 50 and len(dsd["test"]) == 20
+
+
+def test_hub_without_network_says_what_to_do(monkeypatch):
+    import datasets
+
+    def offline(*a, **k):
+        raise OSError("Couldn't reach 'stanfordnlp/imdb' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ConnectionError, match="needs a network.*source='bundled'"):
+        load_imdb("hub")
