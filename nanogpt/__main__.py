@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one run")
     p.add_argument("--loss", required=True, choices=LOSS_NAMES)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last saved state")
     _add_run_options(p)
 
     p = sub.add_parser("study", help="train both losses over the profile's seeds, then compare")
@@ -124,7 +125,7 @@ def cmd_train(args) -> int:
         cfg = prof.make_config(args.loss, args.seed, out_dir=args.out, quiet=args.quiet, **_run_overrides(args))
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
-    result = train(cfg)
+    result = train(cfg, resume=args.resume)
     print(json.dumps({"run_id": result.run_id, "val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
                       "checkpoint": str(result.checkpoint)}))
     return 0

@@ -113,8 +113,18 @@ def upsert_result_row(csv_path: str | Path, row: dict, key: str = "run_id") -> P
         return atomic_write_csv(csv_path, new)
 
 
-def read_results(csv_path: str | Path) -> pd.DataFrame:
+def read_results(csv_path: str | Path, finished_only: bool = False) -> pd.DataFrame:
+    """The results table; with finished_only, only runs that ended with a score (not failed ones)."""
     csv_path = Path(csv_path)
     if not csv_path.is_file() or csv_path.stat().st_size == 0:
         return pd.DataFrame()
-    return pd.read_csv(csv_path)
+    runs = pd.read_csv(csv_path)
+    return finished(runs) if finished_only else runs
+
+
+def finished(runs: pd.DataFrame) -> pd.DataFrame:
+    """Rows of runs that finished with a score; failed runs never count as an accuracy."""
+    if runs.empty:
+        return runs
+    ok = runs["status"].fillna("ok").eq("ok") if "status" in runs.columns else pd.Series(True, index=runs.index)
+    return runs[ok & runs["val_accuracy"].notna()].reset_index(drop=True)

@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from nanogpt.artifacts import finished
+
 # Apeinans, Kodors, Zarembo (HET 2024): validation accuracy and max-min spread over its runs, in percent.
 PAPER = {"ce": {"mean": 85.84, "spread": 2.36}, "bce": {"mean": 86.10, "spread": 1.04}}
 
@@ -23,6 +25,7 @@ def comparison_table(runs: pd.DataFrame, metric: str = "val_accuracy") -> pd.Dat
     missing = {"loss", metric} - set(runs.columns)
     if missing:
         raise ValueError(f"The runs table lacks column(s) {sorted(missing)}.")
+    runs = finished(runs)
     rows = []
     for loss in ("ce", "bce"):
         sub = runs.loc[runs["loss"] == loss, metric].dropna()
@@ -46,6 +49,7 @@ def welch_test(a, b) -> dict:
 
 def format_comparison(runs: pd.DataFrame) -> str:
     """The comparison table as text, with Welch's test of BCE minus CE under it."""
+    runs = finished(runs)
     table = comparison_table(runs)
     if table.empty:
         return "No finished runs to compare."

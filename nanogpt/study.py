@@ -33,7 +33,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def finished_run_ids(out_dir: str | Path) -> set[str]:
-    runs = read_results(Path(out_dir) / "runs.csv")
+    runs = read_results(Path(out_dir) / "runs.csv", finished_only=True)
     if runs.empty:
         return set()
     return {rid for rid in runs["run_id"].astype(str) if (Path(out_dir) / "runs" / rid / "model.pt").is_file()}
@@ -54,7 +54,7 @@ def run_study(profile: str, seeds: list[int] | None = None, losses=LOSS_NAMES, o
     for i, cfg in enumerate(todo, 1):
         if not quiet:
             print(f"[{i}/{len(todo)}] training {cfg.loss} seed {cfg.seed}")
-        train(cfg)
-    runs = read_results(Path(out_dir) / "runs.csv")
+        train(cfg, resume=True)  # an interrupted run continues from its last state
+    runs = read_results(Path(out_dir) / "runs.csv", finished_only=True)
     wanted = {c.run_id() for c in configs}
     return runs[runs["run_id"].astype(str).isin(wanted)].reset_index(drop=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import platform
@@ -25,7 +26,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from nanogpt.artifacts import atomic_write_csv, atomic_write_json, save_checkpoint, upsert_result_row
+from nanogpt.artifacts import (CheckpointError, atomic_write_bytes, atomic_write_csv, atomic_write_json,
+                               save_checkpoint, upsert_result_row)
 from nanogpt.data import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, TRUNCATIONS, TokenizedSplit, load_tokenized
 from nanogpt.losses import LOSS_NAMES, Criterion, get_criterion
 from nanogpt.metrics import classification_metrics
@@ -33,7 +35,7 @@ from nanogpt.model import POOLINGS, GPTClassifier, ModelConfig
 from nanogpt.tokenizer import TOKENIZER_NAME
 
 # Fields that say where and how loudly a run happens, not what it computes: left out of the run id.
-_RUN_LOCAL_FIELDS = ("quiet", "out_dir", "cache_dir", "num_threads")
+_RUN_LOCAL_FIELDS = ("quiet", "out_dir", "cache_dir", "num_threads", "checkpoint_interval")
 
 
 @dataclass
@@ -74,6 +76,7 @@ class TrainConfig:
     # --- evaluation and logging
     eval_interval: int = 200  # steps between validation passes (and one at the end)
     eval_batch_size: int = 128
+    checkpoint_interval: int | None = None  # steps between resumable states; None = eval_interval
     # --- hardware
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
     precision: str = "auto"  # "auto", "bf16" or "fp32"
@@ -223,11 +226,13 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int
     return [batches[i] for i in order]
 
 
-def infinite_batches(lengths: np.ndarray, batch_size: int, seed: int):
-    epoch = 0
+def infinite_batches(lengths: np.ndarray, batch_size: int, seed: int, skip: int = 0):
+    """Epoch after epoch of bucketed batches, starting after the first `skip` batches (to resume a run)."""
+    per_epoch = len(lengths) // batch_size
+    epoch, offset = divmod(skip, per_epoch)
     while True:
-        yield from bucketed_batches(lengths, batch_size, seed, epoch)
-        epoch += 1
+        yield from bucketed_batches(lengths, batch_size, seed, epoch)[offset:]
+        epoch, offset = epoch + 1, 0
 
 
 # ------------------------------------------------------------------------------------------ schedule
@@ -289,8 +294,40 @@ def _environment(device: torch.device, precision: str) -> dict:
     return env
 
 
-def train(config: TrainConfig) -> RunResult:
-    """Train one classifier with a fixed schedule and record everything about it."""
+def _row(cfg: TrainConfig, run_id: str, n_train: int, n_val: int, device: torch.device, precision: str,
+         status: str, **numbers) -> dict:
+    row = {"run_id": run_id, "status": status, "loss": cfg.loss, "seed": cfg.seed, "profile": cfg.profile,
+           "source": cfg.source, "split_seed": cfg.split_seed, "n_train": n_train, "n_val": n_val,
+           "val_accuracy": float("nan"), "val_loss": float("nan"), "roc_auc": float("nan"), "ece": float("nan"),
+           "f1": float("nan"), "steps": cfg.max_steps, "train_seconds": float("nan"),
+           "tokens_per_second": float("nan"), "device": device.type, "precision": precision,
+           "torch_version": torch.__version__, "config": json.dumps(asdict(cfg), sort_keys=True), "error": ""}
+    row.update(numbers)
+    return row
+
+
+def _load_state(path: Path, cfg: TrainConfig) -> dict | None:
+    """The resumable state of an interrupted run, if it belongs to exactly this config."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} cannot be read to resume ({str(exc).splitlines()[0][:200]}). "
+                              "Fix: delete it to start the run afresh.") from exc
+    if not isinstance(state, dict) or state.get("config") != asdict(cfg.replace(quiet=False)):
+        raise CheckpointError(f"{path} belongs to another configuration; delete it to start this run afresh.")
+    return state
+
+
+def train(config: TrainConfig, resume: bool = False) -> RunResult:
+    """Train one classifier with a fixed schedule and record everything about it.
+
+    Every `checkpoint_interval` steps the full training state (weights, optimizer, RNG, history, counters) is
+    written atomically to `state.pt` in the run folder. With `resume=True` an interrupted run continues from
+    there and ends with the same numbers as an uninterrupted one (bit-identical on CPU); without it the run
+    starts afresh.
+    """
     cfg = config.validate()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -303,6 +340,7 @@ def train(config: TrainConfig) -> RunResult:
     run_id = cfg.run_id()
     out_dir = Path(cfg.out_dir)
     run_dir = out_dir / "runs" / run_id
+    state_path = run_dir / "state.pt"
 
     splits = load_tokenized(cfg.source, cfg.block_size, cfg.truncation, cfg.split_seed, cfg.val_fraction,
                             cfg.head_fraction, cfg.cache_dir, verbose=not cfg.quiet)
@@ -312,26 +350,54 @@ def train(config: TrainConfig) -> RunResult:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, criterion.n_outputs).to(device)
     raw_model = model  # the uncompiled module is what gets saved
+    optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
+                                               device.type)
+    history: list[dict] = []
+    start_step, train_tokens, train_seconds, interval_loss, interval_n = 0, 0, 0.0, 0.0, 0
+    state = _load_state(state_path, cfg) if resume else None
+    if state is not None:
+        raw_model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        history = list(state["history"])
+        start_step, train_tokens, train_seconds = state["step"], state["train_tokens"], state["train_seconds"]
+        interval_loss, interval_n = state["interval_loss"], state["interval_n"]
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     if use_compile:
         model = torch.compile(model, dynamic=True)
-    optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
-                                               device.type)
     if not cfg.quiet:
+        resumed = f", resumed at step {start_step}" if state is not None else ""
         print(f"run {run_id}: {raw_model.num_parameters() / 1e6:.2f}M parameters "
               f"({raw_model.num_parameters(True) / 1e6:.2f}M non-embedding), {len(train_split)} train / "
-              f"{len(val_split)} val reviews, {device.type} {precision}{' compiled' if use_compile else ''}")
+              f"{len(val_split)} val reviews, {device.type} {precision}{' compiled' if use_compile else ''}{resumed}")
 
-    history = []
-    batches = infinite_batches(train_split.lengths, cfg.batch_size, cfg.seed)
-    train_tokens = 0
-    train_seconds = 0.0
-    interval_loss, interval_n = 0.0, 0
-    last_val = (float("nan"), float("nan"))
-    bar = tqdm(total=cfg.max_steps, desc=f"{cfg.loss} seed {cfg.seed}", disable=cfg.quiet, unit="step",
-               dynamic_ncols=True)
+    def save_state(step: int) -> None:
+        payload = {"config": asdict(cfg.replace(quiet=False)), "step": step,
+                   "model_state": raw_model.state_dict(), "optimizer_state": optimizer.state_dict(),
+                   "torch_rng": torch.get_rng_state(), "history": history, "train_tokens": train_tokens,
+                   "train_seconds": train_seconds, "interval_loss": interval_loss, "interval_n": interval_n}
+        if device.type == "cuda":
+            payload["cuda_rng"] = torch.cuda.get_rng_state_all()
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        atomic_write_bytes(state_path, buf.getvalue())
+
+    def fail(message: str, step: int, lr: float) -> None:
+        upsert_result_row(out_dir / "runs.csv", _row(cfg, run_id, len(train_split), len(val_split), device,
+                                                     precision, "failed", steps=step, error=message))
+        raise NonFiniteLossError(message)
+
+    batches = infinite_batches(train_split.lengths, cfg.batch_size, cfg.seed, skip=start_step)
+    checkpoint_every = cfg.checkpoint_interval or cfg.eval_interval
+    probs, val_loss = None, float("nan")
+    last_val_acc = history[-1]["val_accuracy"] if history else float("nan")
+    tps = train_tokens / train_seconds if train_seconds else 0.0
+    bar = tqdm(total=cfg.max_steps, initial=start_step, desc=f"{cfg.loss} seed {cfg.seed}", disable=cfg.quiet,
+               unit="step", dynamic_ncols=True)
     model.train()
-    for step in range(cfg.max_steps):
+    for step in range(start_step, cfg.max_steps):
         t0 = time.perf_counter()
         lr = learning_rate_at(step, cfg)
         for group in optimizer.param_groups:
@@ -342,10 +408,9 @@ def train(config: TrainConfig) -> RunResult:
         loss = criterion.loss(logits, y)
         if not torch.isfinite(loss):
             bar.close()
-            raise NonFiniteLossError(
-                f"run {run_id}: loss became {loss.item()} at step {step} (learning rate {lr:.3g}). "
-                "Hint: lower --set learning_rate, keep grad_clip > 0, or use --precision fp32."
-            )
+            kept = f"; the last good state (step {history[-1]['step']}) is kept in {state_path}" if history else ""
+            fail(f"run {run_id}: loss became {loss.item()} at step {step} (learning rate {lr:.3g}){kept}. "
+                 "Hint: lower --set learning_rate, keep grad_clip > 0, or use --precision fp32.", step, lr)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -357,32 +422,30 @@ def train(config: TrainConfig) -> RunResult:
         interval_loss += loss_value
         interval_n += 1
         tps = train_tokens / max(train_seconds, 1e-9)
-        last_step = step + 1 == cfg.max_steps
-        if (step + 1) % cfg.eval_interval == 0 or last_step:
+        done = step + 1
+        if done % cfg.eval_interval == 0 or done == cfg.max_steps:
             probs, val_loss = predict_split(model, criterion, val_split, device, precision, cfg.eval_batch_size,
                                             cfg.pad_multiple)
-            val_acc = float(np.mean((probs > 0.5) == val_split.labels))
-            last_val = (val_loss, val_acc)
-            history.append({"step": step + 1, "train_loss": interval_loss / interval_n, "val_loss": val_loss,
-                            "val_accuracy": val_acc, "lr": lr, "tokens_per_second": tps,
+            last_val_acc = float(np.mean((probs > 0.5) == val_split.labels))
+            history.append({"step": done, "train_loss": interval_loss / interval_n, "val_loss": val_loss,
+                            "val_accuracy": last_val_acc, "lr": lr, "tokens_per_second": tps,
                             "train_seconds": train_seconds})
             interval_loss, interval_n = 0.0, 0
-        bar.set_postfix(loss=f"{loss_value:.3f}", val_acc=f"{last_val[1]:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+        if done % checkpoint_every == 0 and done < cfg.max_steps:
+            save_state(done)
+        bar.set_postfix(loss=f"{loss_value:.3f}", val_acc=f"{last_val_acc:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
         bar.update(1)
     bar.close()
+    if probs is None:  # resumed after the last step: score the (identical) final weights again
+        probs, val_loss = predict_split(model, criterion, val_split, device, precision, cfg.eval_batch_size,
+                                        cfg.pad_multiple)
 
     metrics = classification_metrics(val_split.labels, probs)
     env = _environment(device, precision)
     history_df = pd.DataFrame(history)
-    row = {
-        "run_id": run_id, "loss": cfg.loss, "seed": cfg.seed, "profile": cfg.profile, "source": cfg.source,
-        "split_seed": cfg.split_seed, "n_train": len(train_split), "n_val": len(val_split),
-        "val_accuracy": metrics["accuracy"], "val_loss": val_loss, "roc_auc": metrics["roc_auc"],
-        "ece": metrics["ece"], "f1": metrics["f1"], "steps": cfg.max_steps,
-        "train_seconds": round(train_seconds, 3), "tokens_per_second": round(tps, 1), "device": device.type,
-        "precision": precision, "torch_version": torch.__version__,
-        "config": json.dumps(asdict(cfg), sort_keys=True),
-    }
+    row = _row(cfg, run_id, len(train_split), len(val_split), device, precision, "ok",
+               val_accuracy=metrics["accuracy"], val_loss=val_loss, roc_auc=metrics["roc_auc"], ece=metrics["ece"],
+               f1=metrics["f1"], train_seconds=round(train_seconds, 3), tokens_per_second=round(tps, 1))
     model_config = asdict(raw_model.config)
     save_checkpoint(run_dir / "model.pt", {
         "model_state": {k: v.detach().cpu() for k, v in raw_model.state_dict().items()},
@@ -396,6 +459,7 @@ def train(config: TrainConfig) -> RunResult:
                                               "train_seconds": train_seconds, "tokens_per_second": tps,
                                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     upsert_result_row(out_dir / "runs.csv", row)
+    state_path.unlink(missing_ok=True)  # the run is complete; its resumable state is no longer needed
     if not cfg.quiet:
         print(f"run {run_id}: val accuracy {metrics['accuracy']:.4f}, val loss {val_loss:.4f}, "
               f"{train_seconds:.0f}s training, {tps:,.0f} tokens/s -> {run_dir}")

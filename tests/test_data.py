@@ -137,3 +137,24 @@ def test_hub_without_network_says_what_to_do(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(ConnectionError, match="needs a network.*source='bundled'"):
         load_imdb("hub")
+
+
+def test_bad_files(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(DataValidationError, match="empty.csv: the file is empty"):
+        load_imdb(str(empty))
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("text,label\ncaf\xe9 was great,1\nawful,0\n".encode("latin-1"))
+    with pytest.raises(DataValidationError, match="not valid UTF-8.*re-save the file as UTF-8"):
+        load_imdb(str(latin))
+    with pytest.raises(FileNotFoundError, match="no such data file"):
+        load_imdb(str(tmp_path / "absent.csv"))
+
+
+def test_huge_review_is_truncated(tmp_path):
+    from nanogpt.data import tokenize_texts
+
+    huge = "a remarkable film " * 300_000  # about 5 MB
+    split = tokenize_texts([huge, "short"], [1, 0], block_size=128)
+    assert split.lengths.tolist() == [128, 1] and split.full_lengths[0] > 500_000

@@ -105,3 +105,27 @@ def test_checkpoint_of_other_shape_or_loss(tmp_path, tiny_run):
     torch.save(ckpt, tmp_path / "reshaped.pt")
     with pytest.raises(CheckpointError, match="do not fit"):
         Classifier.load(tmp_path / "reshaped.pt")
+
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(min_size=0, max_size=400))
+def test_any_text_gives_a_label_or_a_clear_error(clf, text):
+    if not text.strip():
+        with pytest.raises(ValueError, match="empty"):
+            clf.predict(text)
+        return
+    p = clf.predict([text, text])
+    assert set(p.labels.tolist()) <= {0, 1} and p.labels[0] == p.labels[1]
+    assert ((p.probabilities >= 0) & (p.probabilities <= 1)).all()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.binary(), st.dictionaries(st.text(), st.integers()),
+                       st.lists(st.one_of(st.none(), st.integers(), st.binary()), min_size=1, max_size=3)))
+def test_non_text_is_a_type_error(clf, value):
+    with pytest.raises(TypeError):
+        clf.predict(value)
