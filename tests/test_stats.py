@@ -39,3 +39,45 @@ def test_parse_seeds(text, seeds):
 def test_parse_seeds_errors(text, match):
     with pytest.raises(ValueError, match=match):
         parse_seeds(text)
+
+
+from nanogpt.stats import compare_means, compare_spread, hedges_g, runs_needed, welch_power
+
+
+def test_compare_means_against_scipy_and_hand_values():
+    a = np.array([86.1, 85.2, 87.0, 86.4, 85.9])
+    b = np.array([85.0, 84.1, 86.2, 85.5, 84.7, 85.3])
+    r = compare_means(a, b, n_boot=4000)
+    assert r["welch_p"] == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue)
+    assert r["mannwhitney_p"] == pytest.approx(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    assert r["diff"] == pytest.approx(a.mean() - b.mean())
+    assert r["diff_ci_low"] < r["diff"] < r["diff_ci_high"]
+    sp = np.sqrt((4 * a.var(ddof=1) + 5 * b.var(ddof=1)) / 9)
+    assert r["hedges_g"] == pytest.approx((a.mean() - b.mean()) / sp * (1 - 3 / (4 * 11 - 9)))
+
+
+def test_bootstrap_ci_is_reproducible_and_covers():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(1.0, 1.0, 40), rng.normal(0.0, 1.0, 40)
+    first = compare_means(a, b, n_boot=2000, seed=3)
+    assert first == compare_means(a, b, n_boot=2000, seed=3)
+    assert first["diff_ci_low"] > 0  # a true difference of one sd, 40 per group: the CI excludes 0
+
+
+def test_compare_spread():
+    a = np.array([80.1, 83.0, 85.9, 82.2, 86.5, 81.0])
+    b = np.array([85.0, 85.3, 84.8, 85.1, 85.4, 84.9])
+    r = compare_spread(a, b, n_boot=2000)
+    assert r["brown_forsythe_p"] == pytest.approx(sps.levene(a, b, center="median").pvalue)
+    assert r["sd_ratio"] == pytest.approx(a.std(ddof=1) / b.std(ddof=1))
+    assert r["sd_ratio_ci_low"] > 1
+
+
+def test_runs_needed_matches_textbook_values():
+    # two-sided two-sample t-test, alpha 0.05, power 0.8: d = 1 needs 17 per group, d = 0.5 needs 64
+    assert runs_needed(1.0, 1.0, 1.0) == 17
+    assert runs_needed(0.5, 1.0, 1.0) == 64
+    assert welch_power(17, 1.0, 1.0, 1.0) >= 0.8 > welch_power(16, 1.0, 1.0, 1.0)
+    # the paper's 0.26 points against a seed-to-seed sd of ~1 point needs hundreds of runs per loss
+    assert runs_needed(0.26, 1.0, 1.0) > 200
+    assert hedges_g([1, 1], [1, 1]) != hedges_g([1, 1], [1, 1])  # nan: no spread, no effect size
