@@ -87,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", help="train both losses over the profile's seeds, then compare")
     p.add_argument("--seeds", default=None, help="e.g. 0-4 or 0,1,2 (default: the profile's seeds)")
-    p.add_argument("--losses", default="ce,bce", help="comma-separated subset of ce,bce")
+    p.add_argument("--losses", default="ce,bce", help="comma-separated subset of ce,bce (with --no-notebooks)")
+    p.add_argument("--no-notebooks", action="store_true",
+                   help="train and print the table only, without executing the notebooks")
+    p.add_argument("--figures", default="figures", help="where the notebooks write figures (default: figures)")
+    p.add_argument("--reports", default="reports", help="where executed notebooks go (default: reports)")
     _add_run_options(p)
 
     p = sub.add_parser("classify", help="classify reviews with a trained checkpoint")
@@ -146,7 +150,21 @@ def cmd_study(args) -> int:
         prof.make_config("ce", 0, **overrides)  # validate before any training starts
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
-    runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, **overrides)
+    if args.no_notebooks:
+        runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, **overrides)
+    else:
+        from nanogpt.artifacts import read_results
+        from nanogpt.study import run_notebooks
+
+        source = overrides.pop("source")
+        executed = run_notebooks(prof.name, seeds, source, args.out, args.figures, args.reports,
+                                 overrides=overrides, progress=not args.quiet)
+        runs = read_results(f"{args.out}/runs.csv", finished_only=True)
+        runs = runs[runs["profile"] == prof.name]
+        if seeds is not None:
+            runs = runs[runs["seed"].isin(seeds)]
+        print("\nexecuted notebooks:\n" + "\n".join(f"  {p}" for p in executed.values()))
+        print(f"figures: {args.figures}/")
     print()
     print(format_comparison(runs))
     print(f"\nresults: {args.out}/runs.csv; checkpoints: {args.out}/runs/<run_id>/model.pt")

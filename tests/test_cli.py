@@ -44,13 +44,13 @@ def test_train_study_classify(tmp_path):
     info = json.loads(r.stdout.strip().splitlines()[-1])
     assert info["run_id"].startswith("smoke-bce-seed3-") and 0 <= info["val_accuracy"] <= 1
 
-    r = cli("study", "--profile", "smoke", "--seeds", "0-1", "--out", str(out), *TINY)
+    r = cli("study", "--no-notebooks", "--profile", "smoke", "--seeds", "0-1", "--out", str(out), *TINY)
     assert r.returncode == 0, r.stderr
     assert "paper_mean" in r.stdout and "Welch" in r.stdout
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 5 and sorted(runs["loss"].value_counts().tolist()) == [2, 3]
 
-    r = cli("study", "--profile", "smoke", "--seeds", "0-1", "--out", str(out), *TINY[:-1])  # not quiet
+    r = cli("study", "--no-notebooks", "--profile", "smoke", "--seeds", "0-1", "--out", str(out), *TINY[:-1])
     assert r.returncode == 0 and "4 already finished, 0 to train" in r.stdout
 
     r = cli("classify", "--checkpoint", info["checkpoint"], "--json", "A wonderful film.", "Terrible.")

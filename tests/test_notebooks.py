@@ -1,0 +1,88 @@
+"""The five study notebooks, executed by papermill as `make study` runs them (smoke profile, two seeds)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from nanogpt.study import NOTEBOOKS, NotebookFailed, run_notebooks
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+FIGURES = ["01_class_balance.png", "01_review_lengths.png", "01_truncation_coverage.png", "01_indicative_words.png",
+           "02_ce_learning_curves.png", "02_ce_final_accuracy.png", "03_bce_learning_curves.png",
+           "03_bce_final_accuracy.png", "04_accuracy_by_loss.png", "04_calibration.png"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebooks_are_clean(name):
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "commit notebooks with outputs stripped"
+    assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
+    assert nb.metadata["kernelspec"]["language"] == "python"  # papermill needs it
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    r = subprocess.run([sys.executable, "-m", "nanogpt", "study", "--profile", "smoke", "--seeds", "0-1",
+                        "--out", str(root / "results"), "--figures", str(root / "figures"),
+                        "--reports", str(root / "reports"), "--quiet"], capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return root, r.stdout
+
+
+def test_study_writes_figures_results_and_reports(study):
+    root, stdout = study
+    for name in FIGURES:
+        path = root / "figures" / name
+        assert path.is_file() and path.stat().st_size > 10_000, name
+    for name in NOTEBOOKS:
+        assert (root / "reports" / f"{name}.ipynb").is_file()
+    runs = pd.read_csv(root / "results" / "runs.csv")
+    assert len(runs) == 4 and sorted(runs["loss"]) == ["bce", "bce", "ce", "ce"] and set(runs["seed"]) == {0, 1}
+    assert {"run_id", "status", "val_accuracy", "val_loss", "roc_auc", "ece", "config"} <= set(runs.columns)
+    assert (runs["val_accuracy"] > 0.7).all()
+    assert "paper_mean" in stdout and "Welch" in stdout and "executed notebooks" in stdout
+
+
+def test_notebook_statistics_match_the_package(study):
+    from nanogpt.artifacts import read_results
+    from nanogpt.stats import study_report
+
+    root, _ = study
+    recorded = json.loads((root / "results" / "comparison-smoke.json").read_text())
+    expected = study_report(read_results(root / "results" / "runs.csv", finished_only=True), n_boot=10000)
+    assert json.loads(json.dumps(expected)) == recorded
+
+
+def test_panel_classified_the_injected_review(study):
+    root, _ = study
+    nb = nbformat.read(root / "reports" / "05_classify_reviews.ipynb", as_version=4)
+    last = [c for c in nb.cells if c.cell_type == "code"][-1]
+    printed = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
+    result = json.loads(printed)
+    assert set(result) == {"ce", "bce"}
+    assert all(r["label"] in (0, 1) and 0 <= r["positive_probability"] <= 1 for r in result.values())
+
+
+def test_failed_notebook_is_named_and_kept(tmp_path):
+    with pytest.raises(NotebookFailed, match=r"notebook 01_data_exploration failed in cell \d+ \(ParameterError: "
+                                             r"parameter profile='huge'.*executed copy is kept at"):
+        run_notebooks("huge", [0], results_dir=tmp_path / "r", figures_dir=tmp_path / "f",
+                      reports_dir=tmp_path / "reports", progress=False)
+    assert (tmp_path / "reports" / "01_data_exploration.ipynb").is_file()
+
+
+def test_wrong_parameter_type_fails_in_the_check_cell(tmp_path):
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError, match="parameter seeds"):
+        pm.execute_notebook(str(NOTEBOOK_DIR / "02_train_cross_entropy.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"profile": "smoke", "seeds": 3.5, "results_dir": str(tmp_path)},
+                            kernel_name="python3", progress_bar=False)
