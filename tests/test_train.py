@@ -96,7 +96,8 @@ def test_non_finite_loss_stops_with_step_and_lr(tmp_path, monkeypatch):
     monkeypatch.setattr(losses.CrossEntropyCriterion, "loss", lambda self, l, y: (l.sum() * float("nan")))
     with pytest.raises(NonFiniteLossError, match=r"step 0 \(learning rate .*Hint"):
         train(tiny_config(tmp_path))
-    assert not (tmp_path / "results" / "runs.csv").exists()  # a failed run is never recorded as a result
+    runs = pd.read_csv(tmp_path / "results" / "runs.csv")  # recorded as failed, never as an accuracy
+    assert runs["status"].tolist() == ["failed"] and runs["val_accuracy"].isna().all()
 
 
 def test_device_and_precision():
