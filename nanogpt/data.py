@@ -333,5 +333,7 @@ def load_tokenized(
         raise OSError(f"Could not write the token cache {path} ({exc}). Fix: free disk space or make "
                       f"{cache_dir} writable.") from exc
     if verbose:
-        print(f"tokenized {sum(len(s) for s in out.values())} reviews in {time.perf_counter() - t0:.1f}s -> {path}")
+        n_cut = sum(int((s.full_lengths > block_size).sum()) for s in out.values())
+        print(f"tokenized {sum(len(s) for s in out.values())} reviews in {time.perf_counter() - t0:.1f}s -> {path}; "
+              f"{n_cut} longer than {block_size} tokens were truncated ({truncation})")
     return out

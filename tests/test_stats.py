@@ -81,3 +81,31 @@ def test_runs_needed_matches_textbook_values():
     # the paper's 0.26 points against a seed-to-seed sd of ~1 point needs hundreds of runs per loss
     assert runs_needed(0.26, 1.0, 1.0) > 200
     assert hedges_g([1, 1], [1, 1]) != hedges_g([1, 1], [1, 1])  # nan: no spread, no effect size
+
+
+def test_conclusion_follows_the_numbers():
+    from nanogpt.stats import conclusion, study_report
+
+    rng = np.random.default_rng(0)
+    clear = pd.DataFrame({"loss": ["ce"] * 12 + ["bce"] * 12,
+                          "val_accuracy": np.r_[rng.normal(0.85, 0.02, 12), rng.normal(0.88, 0.002, 12)]})
+    text = " ".join(conclusion(study_report(clear, n_boot=2000)))
+    assert "BCE is more accurate" in text and "supported in direction" in text
+    assert "Stability: BCE varies less" in text and "more stable is supported" in text
+
+    reverse = clear.assign(loss=clear["loss"].map({"ce": "bce", "bce": "ce"}))
+    text = " ".join(conclusion(study_report(reverse, n_boot=2000)))
+    assert "CE is more accurate" in text and "refuted" in text
+
+    same = pd.DataFrame({"loss": ["ce"] * 5 + ["bce"] * 5,
+                         "val_accuracy": [0.87, 0.89, 0.88, 0.875, 0.885, 0.88, 0.872, 0.89, 0.878, 0.886]})
+    lines = conclusion(study_report(same, n_boot=2000))
+    assert lines[0].startswith("Accuracy: no detectable difference") and "cannot decide" in lines[0]
+    assert "runs per loss" in lines[1]
+    tight = pd.DataFrame({"loss": ["ce"] * 6 + ["bce"] * 6,
+                          "val_accuracy": [0.880, 0.8801, 0.8799, 0.8802, 0.8798, 0.880] * 2})
+    assert "refute a gap that large" in conclusion(study_report(tight, n_boot=2000))[0]
+    failed = pd.concat([same, pd.DataFrame({"loss": ["ce"], "val_accuracy": [np.nan], "status": ["failed"]})])
+    assert study_report(failed, n_boot=500)["n_ce"] == 5  # a failed run never counts
+    with pytest.raises(ValueError, match="at least 2 finished runs"):
+        study_report(same.head(6), n_boot=100)
