@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", default="reports", help="where executed notebooks go (default: reports)")
     _add_run_options(p)
 
+    p = sub.add_parser("bench", help="benchmarks that print numbers (never assert a time)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats, no time-to-accuracy runs (~1-2 minutes)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write every figure to FILE as JSON")
+
     p = sub.add_parser("classify", help="classify reviews with a trained checkpoint")
     p.add_argument("--checkpoint", required=True, help="results/runs/<run_id>/model.pt")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
@@ -185,7 +189,14 @@ def cmd_classify(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "study": cmd_study, "classify": cmd_classify}
+def cmd_bench(args) -> int:
+    from nanogpt.bench import run_bench
+
+    run_bench(quick=args.quick, json_path=args.json)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "study": cmd_study, "classify": cmd_classify, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

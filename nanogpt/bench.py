@@ -1,0 +1,244 @@
+"""Benchmarks that print numbers (and never assert a time): `python -m nanogpt bench [--quick] [--json FILE]`.
+
+Each line sets our code beside the obvious alternative or the machine's own limit, measured in one process:
+matmul throughput, a training step against Hugging Face `GPT2ForSequenceClassification`, an epoch of our
+length-bucketed pipeline against batches padded to the block size, time to 85% validation accuracy, data
+loading, and inference latency.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from nanogpt.artifacts import atomic_write_json
+from nanogpt.data import load_tokenized
+from nanogpt.losses import get_criterion
+from nanogpt.profiles import get_profile
+from nanogpt.train import (TrainConfig, autocast, build_model, bucketed_batches, collate, resolve_device,
+                           resolve_precision)
+
+
+def _timed(fn, repeats: int) -> float:
+    """Median seconds of fn() over `repeats` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_gflops(cfg: TrainConfig, dtype: torch.dtype, repeats: int) -> float:
+    """Best GFLOP/s over the matmul shapes of the model's linear layers (8k tokens)."""
+    m, d = 8192, cfg.n_embd
+    best = 0.0
+    for k, n in ((d, 3 * d), (d, 4 * d), (4 * d, d)):
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        best = max(best, 2 * m * k * n / _timed(lambda: a @ b, repeats) / 1e9)
+    return best
+
+
+def model_flops_per_token(cfg: TrainConfig, seq_len: float) -> float:
+    """Training FLOPs per token: 6 x non-embedding parameters, plus attention (causal, so half of 12 L T d)."""
+    n = 12 * cfg.n_layer * cfg.n_embd**2
+    return 6 * n + 6 * cfg.n_layer * seq_len * cfg.n_embd
+
+
+def _hf_model(cfg: TrainConfig, n_outputs: int):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    hf_cfg = GPT2Config(vocab_size=50257, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+                        n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
+                        attn_pdrop=cfg.attn_dropout, num_labels=n_outputs, pad_token_id=50256)
+    return GPT2ForSequenceClassification._from_config(hf_cfg, attn_implementation="sdpa")
+
+
+def train_step_comparison(cfg: TrainConfig, batches, rounds: int) -> dict:
+    """Our model against the HF model on the same batches, same precision and optimizer, alternating A B A B."""
+    device, precision = torch.device("cpu"), resolve_precision(cfg.precision, torch.device("cpu"))
+    crit = get_criterion("ce")
+    torch.manual_seed(0)
+    ours = build_model(cfg, 2)
+    hf = _hf_model(cfg, 2)
+    opt_ours = ours.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), "cpu")
+    opt_hf = torch.optim.AdamW(hf.parameters(), lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
+                               weight_decay=cfg.weight_decay, fused=True)
+
+    def step_ours(x, lengths, y):
+        with autocast(device, precision):
+            logits = ours(x, lengths)
+        loss = crit.loss(logits, y)
+        opt_ours.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_ours.step()
+
+    def step_hf(x, lengths, y):
+        mask = (torch.arange(x.size(1))[None, :] < lengths[:, None]).long()
+        ids = torch.where(mask.bool(), x, torch.full_like(x, 50256))
+        with autocast(device, precision):
+            logits = hf(input_ids=ids, attention_mask=mask).logits
+        loss = crit.loss(logits, y)
+        opt_hf.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_hf.step()
+
+    seconds = {"ours": 0.0, "hf": 0.0}
+    tokens = 0
+    for i in range(rounds + 1):  # round 0 warms both up
+        batch = batches[i % len(batches)]
+        for name, fn in (("ours", step_ours), ("hf", step_hf)):
+            t0 = time.perf_counter()
+            fn(*batch)
+            if i:
+                seconds[name] += time.perf_counter() - t0
+        if i:
+            tokens += int(batch[0].numel())
+    return {"train_tokens_per_s": tokens / seconds["ours"], "hf_train_tokens_per_s": tokens / seconds["hf"],
+            "train_step_ratio_vs_hf": seconds["hf"] / seconds["ours"], "precision": precision,
+            "seq_len": float(np.mean([b[0].size(1) for b in batches]))}
+
+
+def epoch_comparison(cfg: TrainConfig, n_batches: int) -> dict:
+    """Real (non-pad) tokens/s of our bucketed pipeline against padding every batch to the block size."""
+    split = load_tokenized(cfg.source, cfg.block_size, cfg.truncation, cfg.split_seed, cfg.val_fraction,
+                           cfg.head_fraction)["train"]
+    bucketed = bucketed_batches(split.lengths, cfg.batch_size, seed=0, epoch=0)
+    real = int(split.lengths[np.concatenate(bucketed)].sum())
+    padded_ours = sum(int(np.ceil(split.lengths[b].max() / cfg.pad_multiple) * cfg.pad_multiple) * len(b)
+                      for b in bucketed)
+    padded_block = len(bucketed) * cfg.batch_size * cfg.block_size
+    sample = bucketed[:: max(1, len(bucketed) // n_batches)][:n_batches]
+    ours_batches = [collate(split, b, cfg.pad_multiple) for b in sample]
+    block_batches = [collate(split, b, cfg.block_size) for b in sample]
+    step = train_step_comparison(cfg, ours_batches, len(ours_batches))
+    step_block = train_step_comparison(cfg, block_batches, len(block_batches))
+    # seconds per epoch: padded positions in the epoch / measured padded tokens per second
+    ours_epoch = padded_ours / step["train_tokens_per_s"]
+    hf_epoch = padded_block / step_block["hf_train_tokens_per_s"]
+    return {"epoch_real_tokens_per_s": real / ours_epoch, "hf_padded_epoch_real_tokens_per_s": real / hf_epoch,
+            "epoch_ratio_vs_hf_padded": hf_epoch / ours_epoch, "padding_share": 1 - real / padded_ours,
+            "padding_share_hf_padded": 1 - real / padded_block, "epoch_seconds": ours_epoch,
+            "hf_padded_epoch_seconds": hf_epoch, **{k: v for k, v in step.items() if k != "seq_len"},
+            "seq_len": step["seq_len"]}
+
+
+def seconds_to_accuracy(loss: str, target: float = 0.85) -> float | None:
+    """Wall seconds (training plus evaluations) until the cpu profile first reaches `target` validation accuracy."""
+    import tempfile
+
+    from nanogpt.train import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = get_profile("cpu").make_config(loss, 0, out_dir=tmp, quiet=True, eval_interval=100)
+        t0 = time.perf_counter()
+        result = train(cfg)
+        wall = time.perf_counter() - t0
+    h = result.history
+    hit = h[h["val_accuracy"] >= target]
+    if hit.empty:
+        return None
+    # train seconds at the hit plus the evaluation time spent so far, in proportion to the run's total
+    eval_share = (wall - h["train_seconds"].iloc[-1]) * (len(h[h["step"] <= hit["step"].iloc[0]]) / len(h))
+    return float(hit["train_seconds"].iloc[0] + eval_share)
+
+
+def data_times() -> dict:
+    from nanogpt.data import load_imdb, tokenize_texts
+
+    dsd = load_imdb()
+    texts = list(dsd["train"]["text"]) + list(dsd["validation"]["text"])
+    labels = list(dsd["train"]["label"]) + list(dsd["validation"]["label"])
+    t0 = time.perf_counter()
+    tokenize_texts(texts, labels, 384)
+    cold = time.perf_counter() - t0
+    load_tokenized()  # make sure the cache exists
+    cache = _timed(lambda: load_tokenized(), 3)
+    return {"tokenize_cold_s": cold, "cache_load_s": cache, "reviews": len(texts)}
+
+
+def inference_times(cfg: TrainConfig, calls: int, batch: int) -> dict:
+    import tempfile
+
+    from nanogpt.artifacts import save_checkpoint
+    from nanogpt.data import load_imdb
+    from nanogpt.predict import Classifier
+
+    torch.manual_seed(0)
+    model = build_model(cfg, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/model.pt"
+        save_checkpoint(path, {"model_state": model.state_dict(), "model_config": asdict(model.config), "loss": "ce",
+                               "truncation": cfg.truncation, "head_fraction": cfg.head_fraction})
+        clf = Classifier.load(path, precision="auto")
+    texts = list(load_imdb()["validation"]["text"])
+    review = texts[0]
+    clf.predict(review)
+    lat = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        clf.predict(review)
+        lat.append((time.perf_counter() - t0) * 1000)
+    many = list(texts[:batch])
+    t0 = time.perf_counter()
+    clf.predict(many)
+    rps = len(many) / (time.perf_counter() - t0)
+    return {"predict_latency_ms_median": float(np.median(lat)), "predict_latency_ms_p95": float(np.percentile(lat, 95)),
+            "predict_reviews_per_s": rps, "predict_precision": clf.precision, "review_tokens": len(clf.tokenize(review).ids(0))}
+
+
+def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
+    cfg = get_profile("cpu").config
+    device = resolve_device("auto")
+    out: dict = {"quick": quick, "config": asdict(cfg), "torch_version": torch.__version__,
+                 "python": platform.python_version(), "processor": platform.processor() or platform.machine(),
+                 "threads": torch.get_num_threads(), "device": device.type}
+
+    def show(name: str, text: str):
+        print(f"{name:<28}{text}", flush=True)
+
+    out["matmul_fp32_gflops"] = matmul_gflops(cfg, torch.float32, 3 if quick else 10)
+    out["matmul_bf16_gflops"] = matmul_gflops(cfg, torch.bfloat16, 3 if quick else 10)
+    show("machine limit", f"matmul fp32 {out['matmul_fp32_gflops']:,.0f} GFLOP/s, bf16 {out['matmul_bf16_gflops']:,.0f} "
+                          "GFLOP/s (model shapes, 8k tokens)")
+    ep = epoch_comparison(cfg, 6 if quick else 30)
+    out.update(ep)
+    peak = out["matmul_bf16_gflops"] if ep["precision"] == "bf16" else out["matmul_fp32_gflops"]
+    achieved = ep["train_tokens_per_s"] * model_flops_per_token(cfg, ep["seq_len"]) / 1e9
+    out["train_gflops"] = achieved
+    out["train_fraction_of_peak"] = achieved / peak
+    show("training step", f"ours {ep['train_tokens_per_s']:,.0f} tok/s, HF GPT-2 {ep['hf_train_tokens_per_s']:,.0f} "
+                          f"tok/s: {ep['train_step_ratio_vs_hf']:.2f}x; {achieved:,.0f} GFLOP/s = "
+                          f"{out['train_fraction_of_peak']:.0%} of {ep['precision']} matmul")
+    show("epoch", f"ours {ep['epoch_seconds']:.0f} s ({ep['padding_share']:.1%} padding), HF padded to block "
+                  f"{ep['hf_padded_epoch_seconds']:.0f} s ({ep['padding_share_hf_padded']:.1%} padding): "
+                  f"{ep['epoch_ratio_vs_hf_padded']:.2f}x")
+    for loss in ("ce", "bce"):
+        out[f"seconds_to_85_{loss}"] = None if quick else seconds_to_accuracy(loss)
+    out["hf_trainer_seconds_to_85"] = None  # needs `accelerate`, not among this project's pins yet
+    if not quick:
+        show("time to 85%", f"CE {out['seconds_to_85_ce']} s, BCE {out['seconds_to_85_bce']} s (cpu profile); "
+                            "HF Trainer: not run (needs the accelerate package)")
+    out.update(data_times())
+    show("data", f"tokenize {out['reviews']:,} reviews cold {out['tokenize_cold_s']:.2f} s, cache load "
+                 f"{out['cache_load_s'] * 1000:.0f} ms")
+    inf = inference_times(cfg, 50 if quick else 200, 200 if quick else 1000)
+    out.update(inf)
+    show("inference", f"one review ({inf['review_tokens']} tokens) median {inf['predict_latency_ms_median']:.1f} ms, "
+                      f"p95 {inf['predict_latency_ms_p95']:.1f} ms; batch {inf['predict_reviews_per_s']:,.0f} reviews/s")
+    if device.type == "cuda":
+        show("gpu", "CUDA present: run `python -m nanogpt study --profile paper --no-notebooks` for the timed study")
+    if json_path:
+        atomic_write_json(json_path, out)
+        show("json", json_path)
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(json.dumps(run_bench(quick=True), indent=1, default=str))
