@@ -223,7 +223,9 @@ def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
         out[f"seconds_to_85_{loss}"] = None if quick else seconds_to_accuracy(loss)
     out["hf_trainer_seconds_to_85"] = None  # needs `accelerate`, not among this project's pins yet
     if not quick:
-        show("time to 85%", f"CE {out['seconds_to_85_ce']} s, BCE {out['seconds_to_85_bce']} s (cpu profile); "
+        fmt = {k: "not reached" if out[f"seconds_to_85_{k}"] is None else f"{out[f'seconds_to_85_{k}']:.0f} s"
+               for k in ("ce", "bce")}
+        show("time to 85%", f"CE {fmt['ce']}, BCE {fmt['bce']} (cpu profile, seed 0, evaluations included); "
                             "HF Trainer: not run (needs the accelerate package)")
     out.update(data_times())
     show("data", f"tokenize {out['reviews']:,} reviews cold {out['tokenize_cold_s']:.2f} s, cache load "
