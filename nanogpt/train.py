@@ -384,7 +384,7 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         torch.save(payload, buf)
         atomic_write_bytes(state_path, buf.getvalue())
 
-    def fail(message: str, step: int, lr: float) -> None:
+    def fail(message: str, step: int) -> None:
         upsert_result_row(out_dir / "runs.csv", _row(cfg, run_id, len(train_split), len(val_split), device,
                                                      precision, "failed", steps=step, error=message))
         raise NonFiniteLossError(message)
@@ -410,7 +410,7 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
             bar.close()
             kept = f"; the last good state (step {history[-1]['step']}) is kept in {state_path}" if history else ""
             fail(f"run {run_id}: loss became {loss.item()} at step {step} (learning rate {lr:.3g}){kept}. "
-                 "Hint: lower --set learning_rate, keep grad_clip > 0, or use --precision fp32.", step, lr)
+                 "Hint: lower --set learning_rate, keep grad_clip > 0, or use --precision fp32.", step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

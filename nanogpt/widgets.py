@@ -12,7 +12,7 @@ from pathlib import Path
 import ipywidgets as widgets
 import pandas as pd
 
-from nanogpt.artifacts import finished, read_results
+from nanogpt.artifacts import read_results
 from nanogpt.predict import Classifier
 
 LOSS_TITLES = {"ce": "Cross-Entropy (2 logits)", "bce": "Binary Cross-Entropy (1 logit)"}
@@ -21,7 +21,7 @@ LOSS_TITLES = {"ce": "Cross-Entropy (2 logits)", "bce": "Binary Cross-Entropy (1
 def study_checkpoints(results_dir: str | Path = "results", profile: str | None = None) -> dict[str, list[tuple[str, str]]]:
     """For each loss, (label, checkpoint path) of its finished runs, best validation accuracy first."""
     results_dir = Path(results_dir)
-    runs = finished(read_results(results_dir / "runs.csv"))
+    runs = read_results(results_dir / "runs.csv", finished_only=True)
     out: dict[str, list[tuple[str, str]]] = {}
     if runs.empty:
         return out
