@@ -157,6 +157,75 @@ def seconds_to_accuracy(loss: str, target: float = 0.85) -> float | None:
     return float(hit["train_seconds"].iloc[0] + eval_share)
 
 
+class _PaddedReviews(torch.utils.data.Dataset):
+    """Reviews as a user of the HF stack feeds them: every one padded to the block size, with a mask."""
+
+    def __init__(self, split, block_size: int, pad_id: int = 50256):
+        self.split, self.block_size, self.pad_id = split, block_size, pad_id
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict:
+        ids = torch.from_numpy(self.split.ids(i).astype(np.int64))
+        input_ids = torch.full((self.block_size,), self.pad_id, dtype=torch.long)
+        input_ids[: len(ids)] = ids
+        mask = torch.zeros(self.block_size, dtype=torch.long)
+        mask[: len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": int(self.split.labels[i])}
+
+
+def hf_trainer_seconds_to_accuracy(cfg: TrainConfig, target: float = 0.85, eval_steps: int = 100) -> dict:
+    """Wall seconds until HF `GPT2ForSequenceClassification`, trained by the HF `Trainer` at `cfg`'s model,
+    batch size, learning rate and schedule (warmup, cosine to min_lr_ratio) on inputs padded to the block size,
+    first reaches `target` accuracy on the same validation reviews; evaluations included, as for ours.
+    Training stops at the hit (or at cfg.max_steps)."""
+    import tempfile
+
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    splits = load_tokenized(cfg.source, cfg.block_size, cfg.truncation, cfg.split_seed, cfg.val_fraction,
+                            cfg.head_fraction, cache_dir=cfg.cache_dir)
+    train_split, val_split = splits["train"].subset(cfg.train_limit), splits["validation"].subset(cfg.val_limit)
+    precision = resolve_precision(cfg.precision, torch.device("cpu"))
+
+    class StopAtTarget(TrainerCallback):
+        def __init__(self):
+            self.t0, self.seconds, self.step, self.curve = 0.0, None, None, []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.t0 = time.perf_counter()
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            acc = float(metrics["eval_accuracy"])
+            self.curve.append((state.global_step, acc, time.perf_counter() - self.t0))
+            if acc >= target and self.seconds is None:
+                self.seconds, self.step = time.perf_counter() - self.t0, state.global_step
+                control.should_training_stop = True
+
+    def accuracy(pred) -> dict:
+        return {"accuracy": float((np.asarray(pred.predictions).argmax(-1) == pred.label_ids).mean())}
+
+    torch.manual_seed(cfg.seed)
+    model = _hf_model(cfg, 2)
+    stop = StopAtTarget()
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp, use_cpu=True, bf16=precision == "bf16", seed=cfg.seed, max_steps=cfg.max_steps,
+            per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+            learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, adam_beta1=cfg.beta1,
+            adam_beta2=cfg.beta2, max_grad_norm=cfg.grad_clip, warmup_steps=cfg.warmup_steps,
+            lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_ratio},
+            optim="adamw_torch_fused", eval_strategy="steps", eval_steps=eval_steps, save_strategy="no",
+            logging_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0)
+        trainer = Trainer(model=model, args=args, train_dataset=_PaddedReviews(train_split, cfg.block_size),
+                          eval_dataset=_PaddedReviews(val_split, cfg.block_size), compute_metrics=accuracy,
+                          callbacks=[stop])
+        trainer.train()
+    return {"hf_trainer_seconds_to_85": stop.seconds, "hf_trainer_step_at_85": stop.step,
+            "hf_trainer_curve": stop.curve, "hf_trainer_precision": precision}
+
+
 def data_times() -> dict:
     from nanogpt.data import load_imdb, tokenize_texts
 
@@ -229,12 +298,15 @@ def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
                   f"{ep['epoch_ratio_vs_hf_padded']:.2f}x")
     for loss in ("ce", "bce"):
         out[f"seconds_to_85_{loss}"] = None if quick else seconds_to_accuracy(loss)
-    out["hf_trainer_seconds_to_85"] = None  # needs `accelerate`, not among this project's pins yet
-    if not quick:
-        fmt = {k: "not reached" if out[f"seconds_to_85_{k}"] is None else f"{out[f'seconds_to_85_{k}']:.0f} s"
-               for k in ("ce", "bce")}
-        show("time to 85%", f"CE {fmt['ce']}, BCE {fmt['bce']} (cpu profile, seed 0, evaluations included); "
-                            "HF Trainer: not run (needs the accelerate package)")
+    if quick:
+        out["hf_trainer_seconds_to_85"] = None
+    else:
+        out.update(hf_trainer_seconds_to_accuracy(cfg))
+        fmt = {k: "not reached" if out[k] is None else f"{out[k]:.0f} s"
+               for k in ("seconds_to_85_ce", "seconds_to_85_bce", "hf_trainer_seconds_to_85")}
+        show("time to 85%", f"ours CE {fmt['seconds_to_85_ce']}, BCE {fmt['seconds_to_85_bce']}; HF Trainer (CE, "
+                            f"padded to block) {fmt['hf_trainer_seconds_to_85']} (cpu profile, seed 0, "
+                            "evaluations every 100 steps included)")
     out.update(data_times())
     show("data", f"tokenize {out['reviews']:,} reviews cold {out['tokenize_cold_s']:.2f} s, cache load "
                  f"{out['cache_load_s'] * 1000:.0f} ms")

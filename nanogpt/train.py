@@ -62,6 +62,7 @@ class TrainConfig:
     attn_dropout: float = 0.0  # > 0 forces SDPA onto its slow math path
     pooling: str = "mean"  # "mean" over real tokens or "last" real token
     gelu: str = "tanh"  # "tanh" (GPT-2's form) or "none" (exact; 2x faster on CPU)
+    attention: str = "auto"  # "auto" (chunked matmul attention on CPU in bf16, else SDPA) or "sdpa"
     bias: bool = True
     # --- optimisation
     batch_size: int = 32
@@ -75,7 +76,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     # --- evaluation and logging
     eval_interval: int = 200  # steps between validation passes (and one at the end)
-    eval_batch_size: int = 128
+    eval_batch_size: int = 64  # CPU, cpu profile model: 1,246 reviews/s at 64 against 1,016 at 128
     checkpoint_interval: int | None = None  # steps between resumable states; None = eval_interval
     # --- hardware
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
@@ -117,7 +118,7 @@ class TrainConfig:
     def model_kwargs(self, n_outputs: int) -> dict:
         return dict(block_size=self.block_size, n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
                     dropout=self.dropout, attn_dropout=self.attn_dropout, bias=self.bias, n_outputs=n_outputs,
-                    pooling=self.pooling, gelu=self.gelu)
+                    pooling=self.pooling, gelu=self.gelu, attention=self.attention)
 
     def run_id(self) -> str:
         """Deterministic: the same computation always gets the same id (so a study can skip it)."""

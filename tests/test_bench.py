@@ -22,3 +22,21 @@ def test_quick_bench_runs_and_reports_sane_numbers(tmp_path):
     assert b["predict_latency_ms_p95"] >= b["predict_latency_ms_median"]
     assert b["seconds_to_85_ce"] is None and b["seconds_to_85_bce"] is None and b["hf_trainer_seconds_to_85"] is None
     assert b["config"]["n_embd"] > 0 and b["torch_version"]
+
+
+def test_hf_trainer_time_to_accuracy_stops_at_the_target(tmp_path):
+    """The HF Trainer reference on a tiny config: a target met at the first evaluation stops training there;
+    one never met runs the whole schedule and reports None."""
+    from conftest import tiny_config
+
+    from nanogpt.bench import hf_trainer_seconds_to_accuracy
+
+    cfg = tiny_config(tmp_path, train_limit=128, val_limit=64, max_steps=4, warmup_steps=1, batch_size=8,
+                      eval_batch_size=32)
+    hit = hf_trainer_seconds_to_accuracy(cfg, target=0.0, eval_steps=2)
+    assert hit["hf_trainer_step_at_85"] == 2 and [s for s, _, _ in hit["hf_trainer_curve"]] == [2]
+    assert 0 < hit["hf_trainer_seconds_to_85"] < 600
+    miss = hf_trainer_seconds_to_accuracy(cfg, target=1.01, eval_steps=2)
+    assert miss["hf_trainer_seconds_to_85"] is None and miss["hf_trainer_step_at_85"] is None
+    assert [s for s, _, _ in miss["hf_trainer_curve"]] == [2, 4]
+    assert all(0 <= acc <= 1 for _, acc, _ in miss["hf_trainer_curve"])

@@ -91,7 +91,8 @@ def test_optimizer_decays_matrices_only():
 
 
 @pytest.mark.parametrize("kw, match", [(dict(n_embd=30, n_head=4), "divisible"), (dict(pooling="max"), "pooling"),
-                                       (dict(n_outputs=3), "n_outputs"), (dict(dropout=1.0), "dropout")])
+                                       (dict(n_outputs=3), "n_outputs"), (dict(dropout=1.0), "dropout"),
+                                       (dict(attention="flash"), "attention")])
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):
         small(**kw)
@@ -123,3 +124,52 @@ def test_cpu_dropout_rate_scale_and_eval():
     out = drop(xg)
     out.sum().backward()
     assert torch.equal(xg.grad, out.detach())  # gradient flows through kept elements only, same scale
+
+
+@pytest.mark.parametrize("B,T", [(5, 1), (7, 33), (3, 64)])
+def test_chunked_attention_matches_sdpa_forward_and_backward(monkeypatch, B, T):
+    """The bf16 CPU training path against fp32 SDPA: outputs and all three gradients, chunks of 2 rows."""
+    import torch.nn.functional as F
+
+    from nanogpt import model as model_module
+
+    monkeypatch.setattr(model_module, "ATTENTION_CHUNK_ELEMENTS", 2 * 2 * T * T)  # 2 batch rows per chunk
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(B, 2, T, 16) for _ in range(3))
+    grad = torch.randn(B, 2, T, 16)
+
+    def run(fn, dtype):
+        leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+        out = fn(*leaves)
+        out.backward(grad.to(dtype))
+        return [out.float()] + [t.grad.float() for t in leaves]
+
+    assert model_module.use_chunked_attention(q.bfloat16())
+    assert not model_module.use_chunked_attention(q)  # fp32 keeps SDPA
+    ours = run(model_module.chunked_causal_attention, torch.bfloat16)
+    ref = run(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), torch.float32)
+    for name, a, b in zip(("out", "dq", "dk", "dv"), ours, ref):
+        err = (a - b).abs().max().item()
+        assert err < 0.05 * max(1.0, b.abs().max().item()), (name, err)
+
+
+@pytest.mark.parametrize("attention", ["auto", "sdpa"])
+def test_bf16_forward_keeps_padding_invariance(monkeypatch, attention):
+    """Under bf16 autocast, with either attention path, real tokens still never see pads."""
+    from nanogpt import model as model_module
+
+    calls = []
+    real = model_module.chunked_causal_attention
+    monkeypatch.setattr(model_module, "chunked_causal_attention", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    model = GPTClassifier(small(n_outputs=1, pooling="last", attention=attention)).eval()
+    review = torch.randint(0, 1000, (17,))
+    outs = []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for total in (17, 40, 64):
+            x = torch.full((1, total), 999)
+            x[0, :17] = review
+            outs.append(model(x, torch.tensor([17])).float())
+    for out in outs[1:]:
+        torch.testing.assert_close(out, outs[0], atol=2e-2, rtol=2e-2)
+    assert bool(calls) == (attention == "auto")  # "auto" took the chunked path on CPU, "sdpa" did not
