@@ -35,13 +35,24 @@ def _timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_gflops(cfg: TrainConfig, dtype: torch.dtype, repeats: int) -> float:
-    """Best GFLOP/s over the matmul shapes of the model's linear layers (8k tokens)."""
-    m, d = 8192, cfg.n_embd
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(cfg: TrainConfig, dtype: torch.dtype, repeats: int, device: torch.device = torch.device("cpu"),
+                  tokens: int = 8192) -> float:
+    """Best GFLOP/s over the matmul shapes of the model's linear layers (`tokens` rows)."""
+    m, d = tokens, cfg.n_embd
     best = 0.0
     for k, n in ((d, 3 * d), (d, 4 * d), (4 * d, d)):
-        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-        best = max(best, 2 * m * k * n / _timed(lambda: a @ b, repeats) / 1e9)
+        a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
+
+        def mm():
+            a @ b
+            _sync(device)
+
+        best = max(best, 2 * m * k * n / _timed(mm, repeats) / 1e9)
     return best
 
 
@@ -60,17 +71,19 @@ def _hf_model(cfg: TrainConfig, n_outputs: int):
     return GPT2ForSequenceClassification._from_config(hf_cfg, attn_implementation="sdpa")
 
 
-def train_step_comparison(cfg: TrainConfig, batches, rounds: int, models=("ours", "hf")) -> dict:
+def train_step_comparison(cfg: TrainConfig, batches, rounds: int, models=("ours", "hf"),
+                          device: torch.device = torch.device("cpu")) -> dict:
     """Our model against the HF model on the same batches, same precision and optimizer, alternating A B A B.
     `models` limits the timing to one of them (the epoch comparison feeds each its own batches)."""
-    device, precision = torch.device("cpu"), resolve_precision(cfg.precision, torch.device("cpu"))
+    precision = resolve_precision(cfg.precision, device)
     crit = get_criterion("ce")
     torch.manual_seed(0)
-    ours = build_model(cfg, 2)
-    hf = _hf_model(cfg, 2)
-    opt_ours = ours.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), "cpu")
+    ours = build_model(cfg, 2).to(device)
+    hf = _hf_model(cfg, 2).to(device)
+    opt_ours = ours.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.type)
     opt_hf = torch.optim.AdamW(hf.parameters(), lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                                weight_decay=cfg.weight_decay, fused=True)
+    batches = [tuple(t.to(device) for t in b) for b in batches]
 
     def step_ours(x, lengths, y):
         with autocast(device, precision):
@@ -81,7 +94,7 @@ def train_step_comparison(cfg: TrainConfig, batches, rounds: int, models=("ours"
         opt_ours.step()
 
     def step_hf(x, lengths, y):
-        mask = (torch.arange(x.size(1))[None, :] < lengths[:, None]).long()
+        mask = (torch.arange(x.size(1), device=x.device)[None, :] < lengths[:, None]).long()
         ids = torch.where(mask.bool(), x, torch.full_like(x, 50256))
         with autocast(device, precision):
             logits = hf(input_ids=ids, attention_mask=mask).logits
@@ -99,6 +112,7 @@ def train_step_comparison(cfg: TrainConfig, batches, rounds: int, models=("ours"
             fn = steps[name]
             t0 = time.perf_counter()
             fn(*batch)
+            _sync(device)
             if i:
                 seconds[name] += time.perf_counter() - t0
         if i:
@@ -270,6 +284,45 @@ def inference_times(cfg: TrainConfig, calls: int, batch: int) -> dict:
             "predict_reviews_per_s": rps, "predict_precision": clf.precision, "review_tokens": len(clf.tokenize(review).ids(0))}
 
 
+def accelerator_figures(device: torch.device, profile: str = "paper", rounds: int = 20, study: bool = True,
+                        study_seeds: list[int] | None = None, **overrides) -> dict:
+    """On a GPU (or any `device`): bf16 matmul limit at the profile's shapes, training tokens/s of ours and of
+    the HF model on length-bucketed batches, our fraction of the limit, and the wall time of the profile's
+    whole study (both losses x its seeds, notebooks off) when `study`. `overrides` shrink the study in tests."""
+    import tempfile
+
+    from nanogpt.study import run_study
+
+    cfg = get_profile(profile).config.replace(**overrides)
+    precision = resolve_precision(cfg.precision, device)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    split = load_tokenized(cfg.source, cfg.block_size, cfg.truncation, cfg.split_seed, cfg.val_fraction,
+                           cfg.head_fraction)["train"].subset(cfg.train_limit)
+    bucketed = bucketed_batches(split.lengths, cfg.batch_size, seed=0, epoch=0)
+    sample = bucketed[:: max(1, len(bucketed) // rounds)][:rounds]
+    batches = [collate(split, b, cfg.pad_multiple) for b in sample]
+    out = {"accel_device": str(device), "accel_profile": profile, "accel_precision": precision}
+    if device.type == "cuda":
+        out["accel_name"] = torch.cuda.get_device_name(device)
+    out["accel_matmul_gflops"] = matmul_gflops(cfg, dtype, 10, device, tokens=cfg.batch_size * cfg.block_size)
+    step = train_step_comparison(cfg, batches, len(batches), device=device)
+    out["accel_train_tokens_per_s"] = step["train_tokens_per_s"]
+    out["accel_hf_train_tokens_per_s"] = step["hf_train_tokens_per_s"]
+    out["accel_train_step_ratio_vs_hf"] = step["train_step_ratio_vs_hf"]
+    achieved = step["train_tokens_per_s"] * model_flops_per_token(cfg, step["seq_len"]) / 1e9
+    out["accel_train_fraction_of_peak"] = achieved / out["accel_matmul_gflops"]
+    out["accel_study_seconds"] = None
+    if study:
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            runs = run_study(profile, seeds=study_seeds, out_dir=tmp, quiet=True, device=device.type, **overrides)
+            out["accel_study_seconds"] = time.perf_counter() - t0
+            out["accel_study_runs"] = len(runs)
+            out["accel_study_mean_accuracy"] = {loss: float(g["val_accuracy"].mean())
+                                                for loss, g in runs.groupby("loss")}
+    return out
+
+
 def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
     cfg = get_profile("cpu").config
     device = resolve_device("auto")
@@ -315,7 +368,16 @@ def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
     show("inference", f"one review ({inf['review_tokens']} tokens) median {inf['predict_latency_ms_median']:.1f} ms, "
                       f"p95 {inf['predict_latency_ms_p95']:.1f} ms; batch {inf['predict_reviews_per_s']:,.0f} reviews/s")
     if device.type == "cuda":
-        show("gpu", "CUDA present: run `python -m nanogpt study --profile paper --no-notebooks` for the timed study")
+        acc = accelerator_figures(device, "paper", rounds=5 if quick else 20, study=not quick)
+        out.update(acc)
+        study = ("paper study (20 runs): skipped under --quick" if acc["accel_study_seconds"] is None else
+                 f"paper study ({acc['accel_study_runs']} runs) {acc['accel_study_seconds'] / 60:.1f} min")
+        show("gpu", f"{acc.get('accel_name', 'cuda')}: ours {acc['accel_train_tokens_per_s']:,.0f} tok/s, HF "
+                    f"{acc['accel_hf_train_tokens_per_s']:,.0f} ({acc['accel_train_step_ratio_vs_hf']:.2f}x), "
+                    f"{acc['accel_train_fraction_of_peak']:.0%} of {acc['accel_matmul_gflops']:,.0f} GFLOP/s "
+                    f"{acc['accel_precision']} matmul; {study}")
+    else:
+        show("gpu", "no CUDA device: skipped")
     if json_path:
         atomic_write_json(json_path, out)
         show("json", json_path)

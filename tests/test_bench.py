@@ -40,3 +40,20 @@ def test_hf_trainer_time_to_accuracy_stops_at_the_target(tmp_path):
     assert miss["hf_trainer_seconds_to_85"] is None and miss["hf_trainer_step_at_85"] is None
     assert [s for s, _, _ in miss["hf_trainer_curve"]] == [2, 4]
     assert all(0 <= acc <= 1 for _, acc, _ in miss["hf_trainer_curve"])
+
+
+def test_accelerator_figures_on_cpu_with_a_tiny_study(tmp_path):
+    """The GPU section's code path, run on the CPU with the smoke profile shrunk: it measures both models,
+    gives a fraction of the matmul limit, and times a real (tiny) study of both losses."""
+    import torch
+
+    from nanogpt.bench import accelerator_figures
+
+    out = accelerator_figures(torch.device("cpu"), "smoke", rounds=2, study=True, study_seeds=[0], max_steps=4,
+                              warmup_steps=1, train_limit=64, val_limit=32, eval_interval=2)
+    for key in ("accel_matmul_gflops", "accel_train_tokens_per_s", "accel_hf_train_tokens_per_s",
+                "accel_train_step_ratio_vs_hf", "accel_train_fraction_of_peak", "accel_study_seconds"):
+        assert isinstance(out[key], float) and math.isfinite(out[key]) and out[key] > 0, key
+    assert out["accel_train_fraction_of_peak"] < 1.5
+    assert out["accel_study_runs"] == 2 and set(out["accel_study_mean_accuracy"]) == {"ce", "bce"}
+    assert all(0 <= a <= 1 for a in out["accel_study_mean_accuracy"].values())
