@@ -196,7 +196,7 @@ def hf_trainer_seconds_to_accuracy(cfg: TrainConfig, target: float = 0.85, eval_
     Training stops at the hit (or at cfg.max_steps)."""
     import tempfile
 
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     splits = load_tokenized(cfg.source, cfg.block_size, cfg.truncation, cfg.split_seed, cfg.val_fraction,
                             cfg.head_fraction, cache_dir=cfg.cache_dir)
@@ -235,6 +235,7 @@ def hf_trainer_seconds_to_accuracy(cfg: TrainConfig, target: float = 0.85, eval_
         trainer = Trainer(model=model, args=args, train_dataset=_PaddedReviews(train_split, cfg.block_size),
                           eval_dataset=_PaddedReviews(val_split, cfg.block_size), compute_metrics=accuracy,
                           callbacks=[stop])
+        trainer.remove_callback(PrinterCallback)  # the bench prints one line; no per-evaluation dicts
         trainer.train()
     return {"hf_trainer_seconds_to_85": stop.seconds, "hf_trainer_step_at_85": stop.step,
             "hf_trainer_curve": stop.curve, "hf_trainer_precision": precision}
@@ -281,7 +282,8 @@ def inference_times(cfg: TrainConfig, calls: int, batch: int) -> dict:
     clf.predict(many)
     rps = len(many) / (time.perf_counter() - t0)
     return {"predict_latency_ms_median": float(np.median(lat)), "predict_latency_ms_p95": float(np.percentile(lat, 95)),
-            "predict_reviews_per_s": rps, "predict_precision": clf.precision, "review_tokens": len(clf.tokenize(review).ids(0))}
+            "predict_reviews_per_s": rps, "predict_precision": clf.precision,
+            "review_tokens": len(clf.tokenize(review).ids(0))}
 
 
 def accelerator_figures(device: torch.device, profile: str = "paper", rounds: int = 20, study: bool = True,
