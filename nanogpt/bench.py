@@ -151,24 +151,26 @@ def epoch_comparison(cfg: TrainConfig, n_batches: int) -> dict:
             "seq_len": step["seq_len"]}
 
 
-def seconds_to_accuracy(loss: str, target: float = 0.85) -> float | None:
-    """Wall seconds (training plus evaluations) until the cpu profile first reaches `target` validation accuracy."""
+def seconds_to_accuracy(cfg: TrainConfig, target: float = 0.85, eval_interval: int = 100
+                        ) -> tuple[float | None, int | None]:
+    """Wall seconds (training plus evaluations) until a run of `cfg`, evaluated every `eval_interval` steps,
+    first reaches `target` validation accuracy, and the step of that evaluation; (None, None) if it never does.
+    The run goes to a temporary folder."""
     import tempfile
 
     from nanogpt.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = get_profile("cpu").make_config(loss, 0, out_dir=tmp, quiet=True, eval_interval=100)
         t0 = time.perf_counter()
-        result = train(cfg)
+        result = train(cfg.replace(out_dir=tmp, quiet=True, eval_interval=eval_interval))
         wall = time.perf_counter() - t0
     h = result.history
     hit = h[h["val_accuracy"] >= target]
     if hit.empty:
-        return None
+        return None, None
     # train seconds at the hit plus the evaluation time spent so far, in proportion to the run's total
     eval_share = (wall - h["train_seconds"].iloc[-1]) * (len(h[h["step"] <= hit["step"].iloc[0]]) / len(h))
-    return float(hit["train_seconds"].iloc[0] + eval_share)
+    return float(hit["train_seconds"].iloc[0] + eval_share), int(hit["step"].iloc[0])
 
 
 class _PaddedReviews(torch.utils.data.Dataset):
@@ -352,7 +354,8 @@ def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
                   f"{ep['hf_padded_epoch_seconds']:.0f} s ({ep['padding_share_hf_padded']:.1%} padding): "
                   f"{ep['epoch_ratio_vs_hf_padded']:.2f}x")
     for loss in ("ce", "bce"):
-        out[f"seconds_to_85_{loss}"] = None if quick else seconds_to_accuracy(loss)
+        out[f"seconds_to_85_{loss}"], out[f"step_at_85_{loss}"] = (
+            (None, None) if quick else seconds_to_accuracy(get_profile("cpu").make_config(loss, 0)))
     if quick:
         out["hf_trainer_seconds_to_85"] = None
     else:

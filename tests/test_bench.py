@@ -57,3 +57,15 @@ def test_accelerator_figures_on_cpu_with_a_tiny_study(tmp_path):
     assert out["accel_train_fraction_of_peak"] < 1.5
     assert out["accel_study_runs"] == 2 and set(out["accel_study_mean_accuracy"]) == {"ce", "bce"}
     assert all(0 <= a <= 1 for a in out["accel_study_mean_accuracy"].values())
+
+
+def test_our_time_to_accuracy_reports_the_first_evaluation_past_the_target(tmp_path):
+    from conftest import tiny_config
+
+    from nanogpt.bench import seconds_to_accuracy
+
+    cfg = tiny_config(tmp_path, max_steps=6, warmup_steps=1)
+    seconds, step = seconds_to_accuracy(cfg, target=0.0, eval_interval=2)
+    assert step == 2 and 0 < seconds < 600
+    assert seconds_to_accuracy(cfg, target=1.01, eval_interval=2) == (None, None)
+    assert not (tmp_path / "results").exists()  # the runs went to a temporary folder
