@@ -291,8 +291,9 @@ def inference_times(cfg: TrainConfig, calls: int, batch: int) -> dict:
 def accelerator_figures(device: torch.device, profile: str = "paper", rounds: int = 20, study: bool = True,
                         study_seeds: list[int] | None = None, **overrides) -> dict:
     """On a GPU (or any `device`): bf16 matmul limit at the profile's shapes, training tokens/s of ours and of
-    the HF model on length-bucketed batches, our fraction of the limit, and the wall time of the profile's
-    whole study (both losses x its seeds, notebooks off) when `study`. `overrides` shrink the study in tests."""
+    the HF model on length-bucketed batches (both eager, so the ratio compares models, not compilers), our
+    fraction of the limit, and the wall time of the profile's whole study (both losses x its seeds, notebooks
+    off, trained as `train` does: compiled on CUDA) when `study`. `overrides` shrink the study in tests."""
     import tempfile
 
     from nanogpt.study import run_study
@@ -377,7 +378,7 @@ def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
         out.update(acc)
         study = ("paper study (20 runs): skipped under --quick" if acc["accel_study_seconds"] is None else
                  f"paper study ({acc['accel_study_runs']} runs) {acc['accel_study_seconds'] / 60:.1f} min")
-        show("gpu", f"{acc.get('accel_name', 'cuda')}: ours {acc['accel_train_tokens_per_s']:,.0f} tok/s, HF "
+        show("gpu", f"{acc.get('accel_name', 'cuda')}: eager step ours {acc['accel_train_tokens_per_s']:,.0f} tok/s, HF "
                     f"{acc['accel_hf_train_tokens_per_s']:,.0f} ({acc['accel_train_step_ratio_vs_hf']:.2f}x), "
                     f"{acc['accel_train_fraction_of_peak']:.0%} of {acc['accel_matmul_gflops']:,.0f} GFLOP/s "
                     f"{acc['accel_precision']} matmul; {study}")
