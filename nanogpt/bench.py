@@ -20,8 +20,9 @@ from nanogpt.artifacts import atomic_write_json
 from nanogpt.data import load_tokenized
 from nanogpt.losses import get_criterion
 from nanogpt.profiles import get_profile
-from nanogpt.train import (TrainConfig, autocast, build_model, bucketed_batches, collate, resolve_device,
-                           resolve_precision)
+from nanogpt.tokenizer import EOT_TOKEN
+from nanogpt.train import (TrainConfig, autocast, build_model, bucketed_batches, collate, load_splits,
+                           resolve_device, resolve_precision)
 
 
 def _timed(fn, repeats: int) -> float:
@@ -33,6 +34,11 @@ def _timed(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def _evenly_spaced(items: list, n: int) -> list:
+    """n items spread over the whole list (all of them when it is shorter)."""
+    return items[:: max(1, len(items) // n)][:n]
 
 
 def _sync(device: torch.device) -> None:
@@ -67,7 +73,7 @@ def _hf_model(cfg: TrainConfig, n_outputs: int):
 
     hf_cfg = GPT2Config(vocab_size=50257, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
                         n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
-                        attn_pdrop=cfg.attn_dropout, num_labels=n_outputs, pad_token_id=50256)
+                        attn_pdrop=cfg.attn_dropout, num_labels=n_outputs, pad_token_id=EOT_TOKEN)
     return GPT2ForSequenceClassification._from_config(hf_cfg, attn_implementation="sdpa")
 
 
@@ -95,7 +101,7 @@ def train_step_comparison(cfg: TrainConfig, batches, rounds: int, models=("ours"
 
     def step_hf(x, lengths, y):
         mask = (torch.arange(x.size(1), device=x.device)[None, :] < lengths[:, None]).long()
-        ids = torch.where(mask.bool(), x, torch.full_like(x, 50256))
+        ids = torch.where(mask.bool(), x, torch.full_like(x, EOT_TOKEN))
         with autocast(device, precision):
             logits = hf(input_ids=ids, attention_mask=mask).logits
         loss = crit.loss(logits, y)
@@ -129,14 +135,13 @@ def train_step_comparison(cfg: TrainConfig, batches, rounds: int, models=("ours"
 
 def epoch_comparison(cfg: TrainConfig, n_batches: int) -> dict:
     """Real (non-pad) tokens/s of our bucketed pipeline against padding every batch to the block size."""
-    split = load_tokenized(cfg.source, cfg.block_size, cfg.truncation, cfg.split_seed, cfg.val_fraction,
-                           cfg.head_fraction)["train"]
+    split = load_splits(cfg)[0]
     bucketed = bucketed_batches(split.lengths, cfg.batch_size, seed=0, epoch=0)
     real = int(split.lengths[np.concatenate(bucketed)].sum())
     padded_ours = sum(int(np.ceil(split.lengths[b].max() / cfg.pad_multiple) * cfg.pad_multiple) * len(b)
                       for b in bucketed)
     padded_block = len(bucketed) * cfg.batch_size * cfg.block_size
-    sample = bucketed[:: max(1, len(bucketed) // n_batches)][:n_batches]
+    sample = _evenly_spaced(bucketed, n_batches)
     ours_batches = [collate(split, b, cfg.pad_multiple) for b in sample]
     block_batches = [collate(split, b, cfg.block_size) for b in sample]
     step = train_step_comparison(cfg, ours_batches, len(ours_batches))
@@ -176,7 +181,7 @@ def seconds_to_accuracy(cfg: TrainConfig, target: float = 0.85, eval_interval: i
 class _PaddedReviews(torch.utils.data.Dataset):
     """Reviews as a user of the HF stack feeds them: every one padded to the block size, with a mask."""
 
-    def __init__(self, split, block_size: int, pad_id: int = 50256):
+    def __init__(self, split, block_size: int, pad_id: int = EOT_TOKEN):
         self.split, self.block_size, self.pad_id = split, block_size, pad_id
 
     def __len__(self) -> int:
@@ -200,9 +205,7 @@ def hf_trainer_seconds_to_accuracy(cfg: TrainConfig, target: float = 0.85, eval_
 
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-    splits = load_tokenized(cfg.source, cfg.block_size, cfg.truncation, cfg.split_seed, cfg.val_fraction,
-                            cfg.head_fraction, cache_dir=cfg.cache_dir)
-    train_split, val_split = splits["train"].subset(cfg.train_limit), splits["validation"].subset(cfg.val_limit)
+    train_split, val_split = load_splits(cfg)
     precision = resolve_precision(cfg.precision, torch.device("cpu"))
 
     class StopAtTarget(TrainerCallback):
@@ -301,10 +304,8 @@ def accelerator_figures(device: torch.device, profile: str = "paper", rounds: in
     cfg = get_profile(profile).config.replace(**overrides)
     precision = resolve_precision(cfg.precision, device)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    split = load_tokenized(cfg.source, cfg.block_size, cfg.truncation, cfg.split_seed, cfg.val_fraction,
-                           cfg.head_fraction)["train"].subset(cfg.train_limit)
-    bucketed = bucketed_batches(split.lengths, cfg.batch_size, seed=0, epoch=0)
-    sample = bucketed[:: max(1, len(bucketed) // rounds)][:rounds]
+    split = load_splits(cfg)[0]
+    sample = _evenly_spaced(bucketed_batches(split.lengths, cfg.batch_size, seed=0, epoch=0), rounds)
     batches = [collate(split, b, cfg.pad_multiple) for b in sample]
     out = {"accel_device": str(device), "accel_profile": profile, "accel_precision": precision}
     if device.type == "cuda":
@@ -356,7 +357,7 @@ def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
                   f"{ep['epoch_ratio_vs_hf_padded']:.2f}x")
     for loss in ("ce", "bce"):
         out[f"seconds_to_85_{loss}"], out[f"step_at_85_{loss}"] = (
-            (None, None) if quick else seconds_to_accuracy(get_profile("cpu").make_config(loss, 0)))
+            (None, None) if quick else seconds_to_accuracy(get_profile("cpu").make_config(loss, 0, device="cpu")))
     if quick:
         out["hf_trainer_seconds_to_85"] = None
     else:

@@ -279,6 +279,13 @@ class NonFiniteLossError(FloatingPointError):
     pass
 
 
+def load_splits(cfg: TrainConfig, verbose: bool = False) -> tuple[TokenizedSplit, TokenizedSplit]:
+    """The training and validation reviews `cfg` trains and scores on (its data, split, truncation, limits)."""
+    splits = load_tokenized(cfg.source, cfg.block_size, cfg.truncation, cfg.split_seed, cfg.val_fraction,
+                            cfg.head_fraction, cfg.cache_dir, verbose=verbose)
+    return splits["train"].subset(cfg.train_limit), splits["validation"].subset(cfg.val_limit)
+
+
 def build_model(cfg: TrainConfig, n_outputs: int) -> GPTClassifier:
     mc = ModelConfig(**cfg.model_kwargs(n_outputs))
     if cfg.init == "gpt2":
@@ -343,10 +350,7 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
     run_dir = out_dir / "runs" / run_id
     state_path = run_dir / "state.pt"
 
-    splits = load_tokenized(cfg.source, cfg.block_size, cfg.truncation, cfg.split_seed, cfg.val_fraction,
-                            cfg.head_fraction, cfg.cache_dir, verbose=not cfg.quiet)
-    train_split = splits["train"].subset(cfg.train_limit)
-    val_split = splits["validation"].subset(cfg.val_limit)
+    train_split, val_split = load_splits(cfg, verbose=not cfg.quiet)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, criterion.n_outputs).to(device)
