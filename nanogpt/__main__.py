@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _coerce(name: str, text: str):
     """Turn `--set name=text` into the type of TrainConfig.<name>."""
-    from nanogpt.train import TrainConfig
+    from nanogpt.config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     if name not in hints:
@@ -157,7 +157,7 @@ def cmd_study(args) -> int:
     if args.no_notebooks:
         runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, **overrides)
     else:
-        from nanogpt.artifacts import read_results
+        from nanogpt.rundir import read_results
         from nanogpt.study import run_notebooks
 
         source = overrides.pop("source")
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nanogpt: interrupted; finished runs are kept in the results folder.", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, RuntimeError, ConnectionError, KeyError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError, ConnectionError, KeyError, ImportError) as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"nanogpt: error: {msg}", file=sys.stderr)
         return EXIT_FAILURE

@@ -2,7 +2,6 @@
 logistic regression (scikit-learn). Cached as JSON under the results folder, keyed by data and settings."""
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import sklearn
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from nanogpt.artifacts import atomic_write_json
+from nanogpt.artifacts import atomic_write_json, stable_digest
 from nanogpt.data import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, load_imdb, source_fingerprint
 from nanogpt.metrics import classification_metrics
 
@@ -30,7 +29,7 @@ def tfidf_baseline(source: str = "bundled", split_seed: int = DEFAULT_SPLIT_SEED
     """Validation metrics of TF-IDF + logistic regression on the study's split (cached)."""
     parts = {"data": source_fingerprint(source), "split_seed": split_seed, "val_fraction": val_fraction,
              "settings": SETTINGS, "sklearn": sklearn.__version__}
-    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+    key = stable_digest(parts, 12)
     path = Path(out_dir) / f"baseline-tfidf-{key}.json"
     if path.is_file() and not refresh:
         return json.loads(path.read_text())

@@ -8,11 +8,8 @@ independent of the training seed, so every run of a study is scored on the same 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
+import io
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -20,11 +17,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from nanogpt.artifacts import atomic_write_bytes, stable_digest
 from nanogpt.resources import package_data_dir
-from nanogpt.tokenizer import ENCODER_JSON_SHA256, TOKENIZER_NAME, VOCAB_BPE_SHA256, encode_batch
+from nanogpt.tokenizer import ENCODER_JSON_SHA256, TOKENIZER_NAME, VOCAB_BPE_SHA256
+from nanogpt.tokens import TokenizedSplit, tokenize_texts
 
 SOURCES = ("bundled", "hub")
-TRUNCATIONS = ("head", "tail", "head_tail")
 DEFAULT_SPLIT_SEED = 1337  # fixed; never tied to a training seed
 DEFAULT_VAL_FRACTION = 0.2
 HUB_DATASET = "stanfordnlp/imdb"
@@ -198,69 +196,6 @@ def load_imdb(
 # ------------------------------------------------------------------------------------------- tokenized
 
 
-@dataclass
-class TokenizedSplit:
-    """Reviews as one flat uint16 array of token ids plus offsets: compact, and loads in milliseconds."""
-
-    tokens: np.ndarray  # uint16, all reviews' (truncated) ids back to back
-    offsets: np.ndarray  # int64, len n+1; review i is tokens[offsets[i]:offsets[i+1]]
-    labels: np.ndarray  # int64, 0 = negative, 1 = positive
-    full_lengths: np.ndarray  # int64, token count before truncation (for coverage plots)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def ids(self, i: int) -> np.ndarray:
-        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
-
-    def subset(self, n: int | None) -> "TokenizedSplit":
-        """The first n reviews (the split is already shuffled), or all of them when n is None."""
-        if n is None or n >= len(self):
-            return self
-        return TokenizedSplit(
-            self.tokens[: self.offsets[n]], self.offsets[: n + 1], self.labels[:n], self.full_lengths[:n]
-        )
-
-
-def truncate_ids(ids: list[int], block_size: int, truncation: str, head_fraction: float = 0.25) -> list[int]:
-    """Cut a review to block_size tokens: keep its head, its tail, or both (head_fraction of the block first).
-
-    Head+tail keeps the opening and the verdict that long reviews usually end with (Sun et al., 2019).
-    """
-    if len(ids) <= block_size:
-        return ids
-    if truncation == "head":
-        return ids[:block_size]
-    if truncation == "tail":
-        return ids[-block_size:]
-    if truncation == "head_tail":
-        n_head = int(block_size * head_fraction)
-        return ids[:n_head] + ids[len(ids) - (block_size - n_head) :]
-    raise ValueError(f"Unknown truncation {truncation!r}; use one of {TRUNCATIONS}.")
-
-
-def tokenize_texts(
-    texts: list[str], labels, block_size: int, truncation: str = "head_tail", head_fraction: float = 0.25
-) -> TokenizedSplit:
-    """Encode with the batched tiktoken encoder, truncate, and pack into a TokenizedSplit."""
-    if truncation not in TRUNCATIONS:
-        raise ValueError(f"Unknown truncation {truncation!r}; use one of {TRUNCATIONS}.")
-    if block_size < 1:
-        raise ValueError(f"block_size must be at least 1, got {block_size}.")
-    encoded = encode_batch(texts)
-    cut = [truncate_ids(ids, block_size, truncation, head_fraction) for ids in encoded]
-    lengths = np.fromiter((len(c) for c in cut), dtype=np.int64, count=len(cut))
-    offsets = np.zeros(len(cut) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = np.fromiter((t for c in cut for t in c), dtype=np.uint16, count=int(offsets[-1]))
-    full = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
-    return TokenizedSplit(flat, offsets, np.asarray(labels, dtype=np.int64), full)
-
-
 def cache_key(source: str, split_seed: int, val_fraction: float, block_size: int, truncation: str,
               head_fraction: float) -> str:
     """Digest of everything that changes the cached arrays."""
@@ -275,21 +210,7 @@ def cache_key(source: str, split_seed: int, val_fraction: float, block_size: int
         "head_fraction": head_fraction if truncation == "head_tail" else None,
         "tokenizer": [TOKENIZER_NAME, VOCAB_BPE_SHA256, ENCODER_JSON_SHA256],
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return stable_digest(parts, 20)
 
 
 def load_tokenized(
@@ -327,8 +248,10 @@ def load_tokenized(
     for name, s in out.items():
         arrays.update({f"{name}__tokens": s.tokens, f"{name}__offsets": s.offsets,
                        f"{name}__labels": s.labels, f"{name}__full": s.full_lengths})
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
     try:
-        _save_npz_atomic(path, arrays)
+        atomic_write_bytes(path, buf.getvalue())
     except OSError as exc:
         raise OSError(f"Could not write the token cache {path} ({exc}). Fix: free disk space or make "
                       f"{cache_dir} writable.") from exc
@@ -337,3 +260,11 @@ def load_tokenized(
         print(f"tokenized {sum(len(s) for s in out.values())} reviews in {time.perf_counter() - t0:.1f}s -> {path}; "
               f"{n_cut} longer than {block_size} tokens were truncated ({truncation})")
     return out
+
+
+def load_splits(cfg, verbose: bool = False) -> tuple[TokenizedSplit, TokenizedSplit]:
+    """The training and validation reviews a run config (`TrainConfig`) trains and scores on: its data, split,
+    truncation and limits."""
+    splits = load_tokenized(cfg.source, cfg.block_size, cfg.truncation, cfg.split_seed, cfg.val_fraction,
+                            cfg.head_fraction, cfg.cache_dir, verbose=verbose)
+    return splits["train"].subset(cfg.train_limit), splits["validation"].subset(cfg.val_limit)

@@ -8,9 +8,8 @@ import datasets
 import numpy as np
 import pandas as pd
 
+from nanogpt.losses import LABEL_NAMES
 from nanogpt.tokenizer import encode_batch
-
-LABEL_NAMES = {0: "negative", 1: "positive"}
 
 
 def split_summary(dsd: datasets.DatasetDict) -> pd.DataFrame:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+LABEL_NAMES = ("negative", "positive")  # label 0, label 1: what "P(positive)" is the probability of
+
 
 class Criterion:
     name: str

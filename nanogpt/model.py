@@ -1,6 +1,7 @@
 """A GPT-2-architecture backbone with a classification head, in the spirit of karpathy/nanoGPT.
 
-Pre-LayerNorm blocks, causal `F.scaled_dot_product_attention`, GELU MLP, learned positions. Parameter names
+Pre-LayerNorm blocks, causal attention (SDPA, or on CPU in bf16 the chunked kernel of `kernels.py`), GELU MLP,
+learned positions. Parameter names
 and shapes follow nanoGPT, so a Hugging Face GPT-2 backbone loads by adding the `transformer.` prefix and
 transposing its Conv1D weights (`load_hf_backbone`).
 
@@ -10,18 +11,18 @@ needed, which keeps SDPA on its fast causal kernels (and lets the CPU bf16 path 
 """
 from __future__ import annotations
 
-import functools
 import inspect
 import math
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from nanogpt.kernels import ATTENTIONS, ByteMaskDropout, causal_attention
 
 POOLINGS = ("mean", "last")
-ATTENTIONS = ("auto", "sdpa")
+# ModelConfig fields that older checkpoints carry but that are not architecture; dropped on load.
+_LEGACY_FIELDS = ("attention",)
 
 
 @dataclass
@@ -37,7 +38,6 @@ class ModelConfig:
     n_outputs: int = 2  # 2 for Cross-Entropy, 1 for Binary Cross-Entropy
     pooling: str = "mean"  # "mean" over real tokens, or "last" real token (as GPT-2 classifiers do)
     gelu: str = "tanh"  # "tanh" is GPT-2's "gelu_new" (needed for its weights); "none" is exact, 2x faster on CPU
-    attention: str = "auto"  # "auto": chunked matmul attention on CPU in bf16, SDPA elsewhere; "sdpa": always SDPA
 
     def __post_init__(self):
         if self.n_embd % self.n_head != 0:
@@ -48,100 +48,35 @@ class ModelConfig:
             raise ValueError(f"n_outputs must be 1 (BCE) or 2 (CE), got {self.n_outputs}.")
         if self.gelu not in ("tanh", "none"):
             raise ValueError(f"gelu must be 'tanh' or 'none', got {self.gelu!r}.")
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}.")
         for name in ("dropout", "attn_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        """The config a checkpoint records; fields of older versions that are not architecture are ignored."""
+        return cls(**{k: v for k, v in values.items() if k not in _LEGACY_FIELDS})
 
-class Dropout(nn.Dropout):
-    """nn.Dropout, with a cheaper mask on CPU.
-
-    On CPU, `bernoulli_` draws each mask element separately and cost 13% of a training step here. Instead we
-    draw random int32 words and use three of their four bytes (the fourth holds the always-zero sign bit) as
-    uniform bytes: each element is kept when its byte >= round(p * 256). The drop rate is therefore p rounded
-    to a multiple of 1/256 (0.1 -> 0.1016), and kept values are scaled so the expectation is unchanged.
-    Twice as fast as `F.dropout` on a (32, 256, 256) bf16 tensor. Other devices use `F.dropout`.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if x.device.type != "cpu" or sys.byteorder != "little":
-            return F.dropout(x, self.p, True)
-        threshold = round(self.p * 256)
-        n = x.numel()
-        words = torch.empty((n + 2) // 3, dtype=torch.int32).random_()  # uniform in [0, 2**31)
-        low_bytes = words.view(torch.uint8).view(-1, 4)[:, :3]  # little-endian: bytes 0-2 are uniform
-        keep = (low_bytes >= threshold).reshape(-1)[:n].view(x.shape)
-        return x * keep.to(x.dtype) * (256.0 / (256 - threshold))
-
-
-# Elements of the attention matrix (batch rows x heads x T x T) handled at once by chunked_causal_attention.
-# Budgets of 2M-4M elements were fastest for fwd+bwd on 2 cores at T = 64..384 (B=32, 4 heads of 32); 3M is between.
-ATTENTION_CHUNK_ELEMENTS = 3 * 2**20
-
-
-@functools.lru_cache(maxsize=64)
-def _causal_bias(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(T, T) additive mask: 0 on and below the diagonal, -inf above it."""
-    return torch.full((T, T), float("-inf"), device=device).triu(1).to(dtype)
-
-
-def use_chunked_attention(q: torch.Tensor) -> bool:
-    """Chunked matmul attention wins on CPU in bf16; SDPA wins in fp32 and on GPUs.
-
-    Measured on 2 cores (B=32, 4 heads of 32, bf16 fwd+bwd): T=128 6-9 ms vs 18-21 ms for SDPA's flash kernel,
-    T=240 11-17 ms vs 29-34 ms, T=384 24-36 ms vs 59-60 ms. Inference over 2,000 validation reviews (cpu
-    profile model, batch 32): 306k tokens/s vs 195k. Larger shapes, fwd+bwd: B=16, 6 heads of 64, T=512 (the
-    paper profile) 52 vs 118 ms; B=4, 12 heads of 64, T=1024: equal (138 ms). In fp32 the flash kernel is
-    faster (T=240: 26 vs 35 ms).
-    """
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16
-
-
-def chunked_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + causal mask) v, a few batch rows at a time, in q's dtype.
-
-    SDPA's CPU flash kernel tiles for long sequences and large heads; for short sequences and 32-wide heads
-    its backward ran at ~30 GFLOP/s here. Plain batched matmuls do better as long as one chunk's attention
-    matrix stays in cache, hence the chunks. Scores are rounded to q's dtype before the softmax (as nanoGPT's
-    non-flash path does under autocast); the softmax itself accumulates in fp32.
-    """
-    B, H, T, D = q.shape
-    rows = max(1, min(B, ATTENTION_CHUNK_ELEMENTS // (H * T * T)))
-    bias = _causal_bias(T, q.dtype, q.device)
-    scale = 1.0 / math.sqrt(D)
-    out = []
-    with torch.autocast(q.device.type, enabled=False):  # dtypes are explicit here
-        # split, not slicing: its backward is one cat, where slices would each scatter into a zeroed copy
-        for qc, kc, vc in zip(q.split(rows), k.split(rows), v.split(rows)):
-            n = qc.size(0) * H
-            scores = torch.baddbmm(bias, qc.reshape(n, T, D), kc.reshape(n, T, D).transpose(1, 2), alpha=scale)
-            out.append(torch.bmm(scores.softmax(-1), vc.reshape(n, T, D)).view(qc.size(0), H, T, D))
-    return out[0] if len(out) == 1 else torch.cat(out)
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, attention: str = "auto"):
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = Dropout(config.dropout)
+        self.resid_dropout = ByteMaskDropout(config.dropout)
         self.n_head = config.n_head
         self.attn_dropout = config.attn_dropout
-        self.attention = config.attention
+        self.attention = attention  # the kernel (kernels.ATTENTIONS): an execution detail, not in the config
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        dropout_p = self.attn_dropout if self.training else 0.0
-        if dropout_p == 0.0 and self.attention == "auto" and use_chunked_attention(q):
-            y = chunked_causal_attention(q, k, v)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        y = causal_attention(q, k, v, self.attn_dropout if self.training else 0.0, self.attention)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -152,17 +87,17 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU(approximate=config.gelu)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = Dropout(config.dropout)
+        self.dropout = ByteMaskDropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, attention: str = "auto"):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, attention)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
@@ -172,19 +107,22 @@ class Block(nn.Module):
 
 
 class GPTClassifier(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, attention: str = "auto"):
+        """`attention` picks the kernel (`kernels.ATTENTIONS`); it changes speed and bf16 rounding only."""
         super().__init__()
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}.")
         self.config = config
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                drop=ByteMaskDropout(config.dropout),
+                h=nn.ModuleList([Block(config, attention) for _ in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
         )
-        self.head_dropout = Dropout(config.dropout)
+        self.head_dropout = ByteMaskDropout(config.dropout)
         self.head = nn.Linear(config.n_embd, config.n_outputs)
         self.apply(self._init_weights)
         # GPT-2: scale residual projections by 1/sqrt(2 * n_layer) so the residual stream keeps its variance.
@@ -268,11 +206,14 @@ class GPTClassifier(nn.Module):
             raise KeyError(f"The Hugging Face state dict lacks {missing[:5]}{' ...' if len(missing) > 5 else ''}.")
 
     @classmethod
-    def from_pretrained_gpt2(cls, config: ModelConfig, name: str = "gpt2") -> "GPTClassifier":
+    def from_pretrained_gpt2(cls, config: ModelConfig, name: str = "gpt2", attention: str = "auto") -> "GPTClassifier":
         """A classifier whose backbone starts from pretrained GPT-2 weights (needs a network or HF cache)."""
         try:
             from transformers import GPT2Model
-
+        except ImportError as exc:
+            raise ImportError("--init gpt2 needs the optional 'transformers' package. Fix: pip install "
+                              "-r requirements-bench.txt (or `make setup`).") from exc
+        try:
             hf = GPT2Model.from_pretrained(name)
         except Exception as exc:
             raise ConnectionError(
@@ -284,7 +225,7 @@ class GPTClassifier(nn.Module):
         shape = dict(vocab_size=hc.vocab_size, n_layer=hc.n_layer, n_head=hc.n_head, n_embd=hc.n_embd)
         cfg = ModelConfig(**{**asdict(config), **shape, "gelu": "tanh",
                              "block_size": min(config.block_size, hc.n_positions)})
-        model = cls(cfg)
+        model = cls(cfg, attention)
         sd = hf.state_dict()
         sd["wpe.weight"] = sd["wpe.weight"][: cfg.block_size]
         model.load_hf_backbone(sd)

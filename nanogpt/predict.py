@@ -1,4 +1,8 @@
-"""Classify reviews with a trained checkpoint: `Classifier.load(path).predict(texts)`."""
+"""Classify reviews with a trained checkpoint: `Classifier.load(path).predict(texts)`.
+
+Imports the model, the runtime, the evaluation pass and the checkpoint reader only: never the training loop
+or the data stack (pandas, datasets, scikit-learn), so a service starts fast.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanogpt.artifacts import CheckpointError, load_checkpoint
-from nanogpt.data import TokenizedSplit, tokenize_texts
-from nanogpt.losses import Criterion, get_criterion
-from nanogpt.model import GPTClassifier, ModelConfig
-from nanogpt.train import predict_split, resolve_device, resolve_precision
-
-LABEL_NAMES = ("negative", "positive")
+from nanogpt.checkpoints import load_checkpoint, model_from_checkpoint
+from nanogpt.evaluate import positive_probabilities
+from nanogpt.losses import LABEL_NAMES, Criterion
+from nanogpt.model import GPTClassifier
+from nanogpt.runtime import resolve_device, resolve_precision
+from nanogpt.tokens import TokenizedSplit, tokenize_texts
 
 
 @dataclass
@@ -72,32 +75,19 @@ class Classifier:
         """Load a model.pt written by training. fp32 on CPU by default: predictions then do not depend on
         whether the processor has bf16."""
         ckpt = load_checkpoint(path)
-        try:
-            config = ModelConfig(**ckpt["model_config"])
-            criterion = get_criterion(ckpt["loss"])
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: its model config or loss is not one this code knows ({exc}).") from exc
-        if config.n_outputs != criterion.n_outputs:
-            raise CheckpointError(f"{path}: loss {criterion.name!r} needs {criterion.n_outputs} outputs but the "
-                                  f"model has {config.n_outputs}.")
-        model = GPTClassifier(config)
-        try:
-            model.load_state_dict(ckpt["model_state"], strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path}: weights do not fit the model config it records: "
-                                  f"{str(exc).splitlines()[0]} ...") from exc
+        model, criterion = model_from_checkpoint(ckpt, path)
         dev = resolve_device(device)
         model.to(dev)
         return cls(model, criterion, ckpt.get("truncation", "head_tail"), float(ckpt.get("head_fraction", 0.25)),
                    dev, resolve_precision(precision, dev), ckpt)
 
     def tokenize(self, texts) -> TokenizedSplit:
-        clean = check_texts(texts)
-        return tokenize_texts(clean, np.zeros(len(clean), dtype=np.int64), self.model.config.block_size,
-                              self.truncation, self.head_fraction)
+        """Unlabelled token ids of one review or a list of them, truncated as in training."""
+        return tokenize_texts(check_texts(texts), None, self.model.config.block_size, self.truncation,
+                              self.head_fraction)
 
     def predict(self, texts, batch_size: int = 64) -> Predictions:
         """Labels and P(positive) for one review or a list of them; long reviews are truncated as in training."""
         split = self.tokenize(texts)
-        probs, _ = predict_split(self.model, self.criterion, split, self.device, self.precision, batch_size)
+        probs = positive_probabilities(self.model, self.criterion, split, self.device, self.precision, batch_size)
         return Predictions(labels=(probs > 0.5).astype(np.int64), probabilities=probs)

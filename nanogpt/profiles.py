@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from nanogpt.train import TrainConfig
+from nanogpt.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from nanogpt.artifacts import atomic_write_csv, read_results
 from nanogpt.losses import LOSS_NAMES
 from nanogpt.profiles import get_profile
+from nanogpt.rundir import finished_run_ids, read_results, runs_csv
 from nanogpt.train import train
 
 
@@ -33,13 +32,6 @@ def parse_seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def finished_run_ids(out_dir: str | Path) -> set[str]:
-    runs = read_results(Path(out_dir) / "runs.csv", finished_only=True)
-    if runs.empty:
-        return set()
-    return {rid for rid in runs["run_id"].astype(str) if (Path(out_dir) / "runs" / rid / "model.pt").is_file()}
-
-
 def run_study(profile: str, seeds: list[int] | None = None, losses=LOSS_NAMES, out_dir: str | Path = "results",
               quiet: bool = False, **overrides) -> pd.DataFrame:
     """Train every (loss, seed) of the study not yet finished; return the rows of this study's runs."""
@@ -56,44 +48,9 @@ def run_study(profile: str, seeds: list[int] | None = None, losses=LOSS_NAMES, o
         if not quiet:
             print(f"[{i}/{len(todo)}] training {cfg.loss} seed {cfg.seed}")
         train(cfg, resume=True)  # an interrupted run continues from its last state
-    runs = read_results(Path(out_dir) / "runs.csv", finished_only=True)
+    runs = read_results(runs_csv(out_dir), finished_only=True)
     wanted = {c.run_id() for c in configs}
     return runs[runs["run_id"].astype(str).isin(wanted)].reset_index(drop=True)
-
-
-def load_histories(results_dir: str | Path, runs: pd.DataFrame) -> pd.DataFrame:
-    """Learning curves of the given runs, long format, with run_id, loss and seed columns."""
-    frames = []
-    for _, r in runs.iterrows():
-        path = Path(results_dir) / "runs" / str(r["run_id"]) / "history.csv"
-        if path.is_file():
-            h = pd.read_csv(path)
-            frames.append(h.assign(run_id=r["run_id"], loss=r["loss"], seed=r["seed"]))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def load_val_predictions(results_dir: str | Path, run_id: str) -> pd.DataFrame:
-    """P(positive) of every validation review for one run: read from `val_predictions.csv`, or, for runs
-    that predate it, computed once from the checkpoint (inference only) and saved beside it."""
-    run_dir = Path(results_dir) / "runs" / str(run_id)
-    path = run_dir / "val_predictions.csv"
-    if path.is_file():
-        return pd.read_csv(path)
-    from nanogpt.artifacts import load_checkpoint
-    from nanogpt.data import load_tokenized
-    from nanogpt.predict import Classifier
-    from nanogpt.train import predict_split
-
-    ckpt = load_checkpoint(run_dir / "model.pt")
-    cfg = ckpt["train_config"]
-    split = load_tokenized(cfg["source"], cfg["block_size"], cfg["truncation"], cfg["split_seed"],
-                           cfg["val_fraction"], cfg["head_fraction"])["validation"].subset(cfg.get("val_limit"))
-    clf = Classifier.load(run_dir / "model.pt", precision=cfg.get("precision", "auto"))
-    probs, _ = predict_split(clf.model, clf.criterion, split, clf.device, clf.precision, cfg["eval_batch_size"],
-                             cfg["pad_multiple"])
-    df = pd.DataFrame({"row": np.arange(len(split)), "label": split.labels, "positive_probability": probs})
-    atomic_write_csv(path, df)
-    return df
 
 
 NOTEBOOKS = ("01_data_exploration", "02_train_cross_entropy", "03_train_binary_cross_entropy",

@@ -7,35 +7,14 @@ read `panel.last_result`.
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import ipywidgets as widgets
 import pandas as pd
 
-from nanogpt.artifacts import read_results
 from nanogpt.predict import Classifier
+from nanogpt.rundir import study_checkpoints  # noqa: F401 (the panel's source of checkpoints, re-exported)
 
 LOSS_TITLES = {"ce": "Cross-Entropy (2 logits)", "bce": "Binary Cross-Entropy (1 logit)"}
-
-
-def study_checkpoints(results_dir: str | Path = "results", profile: str | None = None) -> dict[str, list[tuple[str, str]]]:
-    """For each loss, (label, checkpoint path) of its finished runs, best validation accuracy first."""
-    results_dir = Path(results_dir)
-    runs = read_results(results_dir / "runs.csv", finished_only=True)
-    out: dict[str, list[tuple[str, str]]] = {}
-    if runs.empty:
-        return out
-    if profile is not None:
-        runs = runs[runs["profile"] == profile]
-    for loss, group in runs.sort_values("val_accuracy", ascending=False).groupby("loss", sort=False):
-        options = []
-        for _, r in group.iterrows():
-            path = results_dir / "runs" / str(r["run_id"]) / "model.pt"
-            if path.is_file():
-                options.append((f"seed {r['seed']}: {100 * r['val_accuracy']:.2f}% val", str(path)))
-        if options:
-            out[str(loss)] = options
-    return out
 
 
 class ReviewPanel:

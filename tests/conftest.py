@@ -8,7 +8,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def tiny_config(tmp_path, **changes):
     """A model small enough to train for a few steps in seconds on 2 cores."""
-    from nanogpt.train import TrainConfig
+    from nanogpt.config import TrainConfig
 
     base = dict(profile="test", block_size=64, train_limit=512, val_limit=256, n_layer=1, n_head=2, n_embd=32,
                 dropout=0.1, gelu="none", batch_size=16, max_steps=12, warmup_steps=3, eval_interval=6,

@@ -3,6 +3,10 @@ import math
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here runs the bench or trains for real
+
 
 def test_quick_bench_runs_and_reports_sane_numbers(tmp_path):
     out = tmp_path / "bench.json"

@@ -1,3 +1,4 @@
+"""The command line, run in-process through `nanogpt.__main__.main` (one subprocess checks `python -m nanogpt`)."""
 import json
 import subprocess
 import sys
@@ -5,14 +6,27 @@ import sys
 import pandas as pd
 import pytest
 
+from nanogpt.__main__ import main
+
 TINY = ["--set", "block_size=64", "--set", "train_limit=256", "--set", "val_limit=128", "--set", "n_layer=1",
         "--set", "n_head=2", "--set", "n_embd=32", "--set", "eval_interval=4", "--set", "warmup_steps=2",
         "--steps", "4", "--quiet"]
 
 
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "nanogpt", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `python -m nanogpt ARGS` in this process; returns its exit code, stdout and stderr."""
+    def run(*args):
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+    return run
 
 
 @pytest.mark.parametrize("args", [
@@ -21,7 +35,7 @@ def cli(*args, cwd=None):
     ["train", "--loss", "ce", "--set", "nonsense=1"], ["train", "--loss", "ce", "--set", "max_steps=many"],
     ["train", "--loss", "ce", "--frobnicate"], ["study", "--losses", "ce,mse"], ["launch"],
 ])
-def test_usage_errors_are_one_line_exit_2(args):
+def test_usage_errors_are_one_line_exit_2(cli, args):
     r = cli(*args)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
@@ -29,7 +43,7 @@ def test_usage_errors_are_one_line_exit_2(args):
     assert "Traceback" not in r.stderr
 
 
-def test_missing_or_foreign_checkpoint(tmp_path):
+def test_missing_or_foreign_checkpoint(cli, tmp_path):
     r = cli("classify", "--checkpoint", str(tmp_path / "nope.pt"), "great film")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "No checkpoint at" in r.stderr
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
@@ -37,7 +51,8 @@ def test_missing_or_foreign_checkpoint(tmp_path):
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "junk.pt is not a readable checkpoint" in r.stderr
 
 
-def test_train_study_classify(tmp_path):
+@pytest.mark.slow
+def test_train_study_classify(cli, tmp_path):
     out = tmp_path / "res"
     r = cli("train", "--loss", "bce", "--seed", "3", "--profile", "smoke", "--out", str(out), *TINY)
     assert r.returncode == 0, r.stderr
@@ -61,3 +76,23 @@ def test_train_study_classify(tmp_path):
 
     r = cli("classify", "--checkpoint", info["checkpoint"], "   ")
     assert r.returncode == 1 and "empty" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_python_dash_m_entry_point(tmp_path):
+    """The real entry point, as a user types it: usage errors and a failure are one line, never a traceback."""
+    r = subprocess.run([sys.executable, "-m", "nanogpt", "train", "--loss", "mse"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and r.stderr.startswith("nanogpt: error:") and r.stderr.count("\n") == 1
+    r = subprocess.run([sys.executable, "-m", "nanogpt", "classify", "--checkpoint", str(tmp_path / "no.pt"), "hi"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "No checkpoint at" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_without_its_optional_packages_says_how_to_get_them(cli, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
+    r = cli("bench", "--quick")
+    assert r.returncode == 1 and "requirements-bench.txt" in r.stderr and r.stderr.count("\n") == 1

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from nanogpt import data
-from nanogpt.data import DataValidationError, load_imdb, load_tokenized, truncate_ids, validate_reviews
+from nanogpt.data import DataValidationError, load_imdb, load_tokenized, validate_reviews
+from nanogpt.tokens import truncate_ids
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,7 @@ def test_truncation_modes():
         truncate_ids(ids, 4, "middle")
 
 
+@pytest.mark.slow  # tokenizes all 24,904 reviews afresh
 def test_tokenized_cache(tmp_path, monkeypatch):
     first = load_tokenized(block_size=96, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 1
@@ -93,6 +95,7 @@ def test_tokenized_cache(tmp_path, monkeypatch):
     assert len(keys) == 5
 
 
+@pytest.mark.slow  # tokenizes all 24,904 reviews afresh
 def test_torn_cache_is_rebuilt(tmp_path):
     first = load_tokenized(block_size=32, cache_dir=tmp_path)
     (path,) = tmp_path.glob("*.npz")
@@ -153,7 +156,7 @@ def test_bad_files(tmp_path):
 
 
 def test_huge_review_is_truncated(tmp_path):
-    from nanogpt.data import tokenize_texts
+    from nanogpt.tokens import tokenize_texts
 
     huge = "a remarkable film " * 300_000  # about 5 MB
     split = tokenize_texts([huge, "short"], [1, 0], block_size=128)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from nanogpt.artifacts import read_results, upsert_result_row
+from nanogpt.rundir import read_results, upsert_result_row
 from nanogpt.profiles import get_profile
 from nanogpt.train import NonFiniteLossError, train
 
@@ -29,6 +29,7 @@ def _cli_args(out, *extra):
     return args
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_bit_identical(tmp_path):
     cfg = get_profile("smoke").make_config("bce", 5, out_dir=str(tmp_path / "ref"), quiet=True, **SETTINGS)
     reference = train(cfg)
@@ -105,6 +106,7 @@ def _writer(path, worker, n):
         upsert_result_row(path, {"run_id": f"w{worker}-{i}", "loss": "ce", "val_accuracy": 0.5})
 
 
+@pytest.mark.slow
 def test_concurrent_writers_lose_no_rows(tmp_path):
     path = tmp_path / "runs.csv"
     ctx = mp.get_context("spawn")
@@ -136,6 +138,7 @@ def test_full_disk_names_the_path_and_leaves_no_torn_file(tmp_path, monkeypatch)
     assert [p.name for p in target.parent.iterdir()] == ["runs.csv"]  # no temporary left behind
 
 
+@pytest.mark.slow
 def test_unwritable_results_folder_is_one_clear_line(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

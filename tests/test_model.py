@@ -91,11 +91,15 @@ def test_optimizer_decays_matrices_only():
 
 
 @pytest.mark.parametrize("kw, match", [(dict(n_embd=30, n_head=4), "divisible"), (dict(pooling="max"), "pooling"),
-                                       (dict(n_outputs=3), "n_outputs"), (dict(dropout=1.0), "dropout"),
-                                       (dict(attention="flash"), "attention")])
+                                       (dict(n_outputs=3), "n_outputs"), (dict(dropout=1.0), "dropout")])
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):
         small(**kw)
+
+
+def test_unknown_attention_kernel_is_refused():
+    with pytest.raises(ValueError, match="attention must be one of"):
+        GPTClassifier(small(), attention="flash")
 
 
 def test_too_long_input_is_refused():
@@ -104,10 +108,10 @@ def test_too_long_input_is_refused():
 
 
 def test_cpu_dropout_rate_scale_and_eval():
-    from nanogpt.model import Dropout
+    from nanogpt.kernels import ByteMaskDropout
 
     torch.manual_seed(0)
-    drop = Dropout(0.1)
+    drop = ByteMaskDropout(0.1)
     x = torch.ones(200, 1000)
     y = drop(x)
     dropped = (y == 0).float().mean().item()
@@ -131,9 +135,9 @@ def test_chunked_attention_matches_sdpa_forward_and_backward(monkeypatch, B, T):
     """The bf16 CPU training path against fp32 SDPA: outputs and all three gradients, chunks of 2 rows."""
     import torch.nn.functional as F
 
-    from nanogpt import model as model_module
+    from nanogpt import kernels
 
-    monkeypatch.setattr(model_module, "ATTENTION_CHUNK_ELEMENTS", 2 * 2 * T * T)  # 2 batch rows per chunk
+    monkeypatch.setattr(kernels, "ATTENTION_CHUNK_ELEMENTS", 2 * 2 * T * T)  # 2 batch rows per chunk
     torch.manual_seed(0)
     q, k, v = (torch.randn(B, 2, T, 16) for _ in range(3))
     grad = torch.randn(B, 2, T, 16)
@@ -144,9 +148,9 @@ def test_chunked_attention_matches_sdpa_forward_and_backward(monkeypatch, B, T):
         out.backward(grad.to(dtype))
         return [out.float()] + [t.grad.float() for t in leaves]
 
-    assert model_module.use_chunked_attention(q.bfloat16())
-    assert not model_module.use_chunked_attention(q)  # fp32 keeps SDPA
-    ours = run(model_module.chunked_causal_attention, torch.bfloat16)
+    assert kernels.use_chunked_attention(q.bfloat16())
+    assert not kernels.use_chunked_attention(q)  # fp32 keeps SDPA
+    ours = run(kernels.chunked_causal_attention, torch.bfloat16)
     ref = run(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), torch.float32)
     for name, a, b in zip(("out", "dq", "dk", "dv"), ours, ref):
         err = (a - b).abs().max().item()
@@ -156,13 +160,13 @@ def test_chunked_attention_matches_sdpa_forward_and_backward(monkeypatch, B, T):
 @pytest.mark.parametrize("attention", ["auto", "sdpa"])
 def test_bf16_forward_keeps_padding_invariance(monkeypatch, attention):
     """Under bf16 autocast, with either attention path, real tokens still never see pads."""
-    from nanogpt import model as model_module
+    from nanogpt import kernels
 
     calls = []
-    real = model_module.chunked_causal_attention
-    monkeypatch.setattr(model_module, "chunked_causal_attention", lambda *a: calls.append(1) or real(*a))
+    real = kernels.chunked_causal_attention
+    monkeypatch.setattr(kernels, "chunked_causal_attention", lambda *a: calls.append(1) or real(*a))
     torch.manual_seed(0)
-    model = GPTClassifier(small(n_outputs=1, pooling="last", attention=attention)).eval()
+    model = GPTClassifier(small(n_outputs=1, pooling="last"), attention).eval()
     review = torch.randint(0, 1000, (17,))
     outs = []
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -36,6 +36,7 @@ def study(tmp_path_factory):
     return root, r.stdout
 
 
+@pytest.mark.slow
 def test_study_writes_figures_results_and_reports(study):
     root, stdout = study
     for name in FIGURES:
@@ -50,8 +51,9 @@ def test_study_writes_figures_results_and_reports(study):
     assert "paper_mean" in stdout and "Welch" in stdout and "executed notebooks" in stdout
 
 
+@pytest.mark.slow
 def test_notebook_statistics_match_the_package(study):
-    from nanogpt.artifacts import read_results
+    from nanogpt.rundir import read_results
     from nanogpt.stats import study_report
 
     root, _ = study
@@ -60,6 +62,7 @@ def test_notebook_statistics_match_the_package(study):
     assert json.loads(json.dumps(expected)) == recorded
 
 
+@pytest.mark.slow
 def test_panel_classified_the_injected_review(study):
     root, _ = study
     nb = nbformat.read(root / "reports" / "05_classify_reviews.ipynb", as_version=4)
@@ -70,6 +73,7 @@ def test_panel_classified_the_injected_review(study):
     assert all(r["label"] in (0, 1) and 0 <= r["positive_probability"] <= 1 for r in result.values())
 
 
+@pytest.mark.slow
 def test_failed_notebook_is_named_and_kept(tmp_path):
     with pytest.raises(NotebookFailed, match=r"notebook 01_data_exploration failed in cell \d+ \(ParameterError: "
                                              r"parameter profile='huge'.*executed copy is kept at"):
@@ -78,6 +82,7 @@ def test_failed_notebook_is_named_and_kept(tmp_path):
     assert (tmp_path / "reports" / "01_data_exploration.ipynb").is_file()
 
 
+@pytest.mark.slow
 def test_wrong_parameter_type_fails_in_the_check_cell(tmp_path):
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt.artifacts import CheckpointError
+from nanogpt.checkpoints import CheckpointError
 from nanogpt.predict import Classifier
 
 
@@ -129,3 +129,31 @@ def test_any_text_gives_a_label_or_a_clear_error(clf, text):
 def test_non_text_is_a_type_error(clf, value):
     with pytest.raises(TypeError):
         clf.predict(value)
+
+
+def test_checkpoint_of_an_older_version_with_the_attention_field_loads(tmp_path, tiny_run, clf):
+    """Checkpoints written before the kernel choice left ModelConfig carry model_config['attention']."""
+    ckpt = torch.load(tiny_run["ce"].checkpoint, weights_only=True)
+    assert "attention" not in ckpt["model_config"]  # an execution detail is not saved any more
+    ckpt["model_config"]["attention"] = "sdpa"
+    torch.save(ckpt, tmp_path / "old.pt")
+    old = Classifier.load(tmp_path / "old.pt")
+    texts = ["A fine film.", "Two hours I will never get back."]
+    assert old.predict(texts).probabilities == pytest.approx(clf.predict(texts).probabilities, abs=1e-6)
+
+
+def test_tokenize_needs_no_labels(clf):
+    split = clf.tokenize(["Great.", "Bad."])
+    assert split.labels is None and len(split) == 2 and split.lengths.min() >= 1
+
+
+def test_predict_imports_neither_the_training_loop_nor_the_data_stack():
+    """`import nanogpt.predict` (and so a service) loads model, runtime, evaluation and checkpoints only."""
+    import subprocess
+    import sys
+
+    code = ("import sys, nanogpt.predict; heavy = ['pandas', 'datasets', 'sklearn', 'scipy', 'transformers', "
+            "'nanogpt.train', 'nanogpt.data']; print([m for m in heavy if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -29,6 +29,7 @@ def test_profile_table_lists_the_differences():
     assert rows["smoke"]["n_embd"] == 64 and rows["paper"]["seeds"] == 10
 
 
+@pytest.mark.slow
 def test_smoke_profile_learns(tmp_path):
     """The CI profile is no toy: one run must learn well above chance (50%)."""
     cfg = get_profile("smoke").make_config("bce", 0, out_dir=str(tmp_path), quiet=True)

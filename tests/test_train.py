@@ -7,8 +7,10 @@ import torch
 
 from conftest import tiny_config
 from nanogpt.data import load_tokenized
-from nanogpt.train import (NonFiniteLossError, TrainConfig, bucketed_batches, learning_rate_at, resolve_device,
-                           resolve_precision, train)
+from nanogpt.batching import bucketed_batches
+from nanogpt.config import TrainConfig
+from nanogpt.runtime import resolve_device, resolve_precision
+from nanogpt.train import NonFiniteLossError, learning_rate_at, train
 
 RUNS_COLUMNS = ["run_id", "loss", "seed", "profile", "source", "split_seed", "n_train", "n_val", "val_accuracy",
                 "val_loss", "roc_auc", "ece", "steps", "train_seconds", "tokens_per_second", "device",
@@ -115,3 +117,27 @@ def test_device_and_precision():
 def test_config_validation(change, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**change).validate()
+
+
+def test_run_dir_knows_every_path(tmp_path, tiny_run):
+    from nanogpt.rundir import RunDir, finished_run_ids, runs_csv
+
+    result = tiny_run["bce"]
+    out_dir = result.run_dir.parent.parent
+    run = RunDir(out_dir, result.run_id)
+    assert run.path == result.run_dir and run.model == result.checkpoint
+    assert run.meta.is_file() and run.history.is_file() and run.val_predictions.is_file()
+    assert not run.state.exists()  # finished: no resumable state left
+    assert runs_csv(out_dir).is_file() and result.run_id in finished_run_ids(out_dir)
+    preds = pd.read_csv(run.val_predictions)
+    assert len(preds) == 256 and np.mean((preds["positive_probability"] > 0.5) == preds["label"]) == pytest.approx(
+        result.val_accuracy)
+
+
+def test_model_config_comes_from_the_run_config():
+    cfg = TrainConfig(n_layer=3, n_head=2, n_embd=48, block_size=96, pooling="last", gelu="none", attention="sdpa")
+    mc = cfg.model_config(n_outputs=1)
+    assert (mc.n_layer, mc.n_head, mc.n_embd, mc.block_size, mc.pooling, mc.gelu, mc.n_outputs) == (
+        3, 2, 48, 96, "last", "none", 1)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        TrainConfig(attention="flash").validate()

@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
 
-from nanogpt.widgets import ReviewPanel, study_checkpoints
+from nanogpt.rundir import study_checkpoints
+from nanogpt.widgets import ReviewPanel
 
 
 @pytest.fixture(scope="module")

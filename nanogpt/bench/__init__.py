@@ -1,0 +1,99 @@
+"""Benchmarks that print numbers (and never assert a time): `python -m nanogpt bench [--quick] [--json FILE]`.
+
+Each line sets our code beside the obvious alternative or the machine's own limit, measured in one process:
+matmul throughput, a training step against Hugging Face `GPT2ForSequenceClassification`, an epoch of our
+length-bucketed pipeline against batches padded to the block size, time to 85% validation accuracy, data
+loading, and inference latency. On a CUDA device, the GPU section too.
+
+Outside the core import graph: nothing in `nanogpt` imports this package, and its references need the
+optional packages of requirements-bench.txt (transformers, accelerate), which `make setup` installs.
+"""
+from __future__ import annotations
+
+import importlib.util
+import platform
+from dataclasses import asdict
+
+import torch
+
+from nanogpt.artifacts import atomic_write_json
+from nanogpt.bench.accelerator import accelerator_figures
+from nanogpt.bench.hf import hf_trainer_seconds_to_accuracy
+from nanogpt.bench.inference import data_times, inference_times
+from nanogpt.bench.timing import matmul_gflops, model_flops_per_token
+from nanogpt.bench.training import epoch_comparison, seconds_to_accuracy
+from nanogpt.profiles import get_profile
+from nanogpt.runtime import resolve_device
+
+OPTIONAL_PACKAGES = ("transformers", "accelerate")
+
+
+def require_optional_packages() -> None:
+    """The HF references need transformers and accelerate; say how to get them rather than fail mid-run."""
+    missing = [m for m in OPTIONAL_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"bench needs the optional package(s) {', '.join(missing)} for its Hugging Face "
+                          "references. Fix: pip install -r requirements-bench.txt (or `make setup`).")
+
+
+def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
+    cfg = get_profile("cpu").config
+    device = resolve_device("auto")
+    out: dict = {"quick": quick, "config": asdict(cfg), "torch_version": torch.__version__,
+                 "python": platform.python_version(), "processor": platform.processor() or platform.machine(),
+                 "threads": torch.get_num_threads(), "device": device.type}
+
+    def show(name: str, text: str):
+        print(f"{name:<28}{text}", flush=True)
+
+    require_optional_packages()
+    out["matmul_fp32_gflops"] = matmul_gflops(cfg, torch.float32, 3 if quick else 10)
+    out["matmul_bf16_gflops"] = matmul_gflops(cfg, torch.bfloat16, 3 if quick else 10)
+    show("machine limit", f"matmul fp32 {out['matmul_fp32_gflops']:,.0f} GFLOP/s, bf16 {out['matmul_bf16_gflops']:,.0f} "
+                          "GFLOP/s (model shapes, 8k tokens)")
+    ep = epoch_comparison(cfg, 6 if quick else 30)
+    out.update(ep)
+    peak = out["matmul_bf16_gflops"] if ep["precision"] == "bf16" else out["matmul_fp32_gflops"]
+    achieved = ep["train_tokens_per_s"] * model_flops_per_token(cfg, ep["seq_len"]) / 1e9
+    out["train_gflops"] = achieved
+    out["train_fraction_of_peak"] = achieved / peak
+    show("training step", f"ours {ep['train_tokens_per_s']:,.0f} tok/s, HF GPT-2 {ep['hf_train_tokens_per_s']:,.0f} "
+                          f"tok/s: {ep['train_step_ratio_vs_hf']:.2f}x; {achieved:,.0f} GFLOP/s = "
+                          f"{out['train_fraction_of_peak']:.0%} of {ep['precision']} matmul")
+    show("epoch", f"ours {ep['epoch_seconds']:.0f} s ({ep['padding_share']:.1%} padding), HF padded to block "
+                  f"{ep['hf_padded_epoch_seconds']:.0f} s ({ep['padding_share_hf_padded']:.1%} padding): "
+                  f"{ep['epoch_ratio_vs_hf_padded']:.2f}x")
+    for loss in ("ce", "bce"):
+        out[f"seconds_to_85_{loss}"], out[f"step_at_85_{loss}"] = (
+            (None, None) if quick else seconds_to_accuracy(get_profile("cpu").make_config(loss, 0, device="cpu")))
+    if quick:
+        out["hf_trainer_seconds_to_85"] = None
+    else:
+        out.update(hf_trainer_seconds_to_accuracy(cfg))
+        fmt = {k: "not reached" if out[k] is None else f"{out[k]:.0f} s"
+               for k in ("seconds_to_85_ce", "seconds_to_85_bce", "hf_trainer_seconds_to_85")}
+        show("time to 85%", f"ours CE {fmt['seconds_to_85_ce']}, BCE {fmt['seconds_to_85_bce']}; HF Trainer (CE, "
+                            f"padded to block) {fmt['hf_trainer_seconds_to_85']} (cpu profile, seed 0, "
+                            "evaluations every 100 steps included)")
+    out.update(data_times())
+    show("data", f"tokenize {out['reviews']:,} reviews cold {out['tokenize_cold_s']:.2f} s, cache load "
+                 f"{out['cache_load_s'] * 1000:.0f} ms")
+    inf = inference_times(cfg, 50 if quick else 200, 200 if quick else 1000)
+    out.update(inf)
+    show("inference", f"one review ({inf['review_tokens']} tokens) median {inf['predict_latency_ms_median']:.1f} ms, "
+                      f"p95 {inf['predict_latency_ms_p95']:.1f} ms; batch {inf['predict_reviews_per_s']:,.0f} reviews/s")
+    if device.type == "cuda":
+        acc = accelerator_figures(device, "paper", rounds=5 if quick else 20, study=not quick)
+        out.update(acc)
+        study = ("paper study (20 runs): skipped under --quick" if acc["accel_study_seconds"] is None else
+                 f"paper study ({acc['accel_study_runs']} runs) {acc['accel_study_seconds'] / 60:.1f} min")
+        show("gpu", f"{acc.get('accel_name', 'cuda')}: eager step ours {acc['accel_train_tokens_per_s']:,.0f} tok/s, HF "
+                    f"{acc['accel_hf_train_tokens_per_s']:,.0f} ({acc['accel_train_step_ratio_vs_hf']:.2f}x), "
+                    f"{acc['accel_train_fraction_of_peak']:.0%} of {acc['accel_matmul_gflops']:,.0f} GFLOP/s "
+                    f"{acc['accel_precision']} matmul; {study}")
+    else:
+        show("gpu", "no CUDA device: skipped")
+    if json_path:
+        atomic_write_json(json_path, out)
+        show("json", json_path)
+    return out

@@ -1,0 +1,53 @@
+"""Data and inference speed: tokenizing, the token cache, one review and a batch through `Classifier`."""
+from __future__ import annotations
+
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from nanogpt.bench.timing import timed
+from nanogpt.checkpoints import classifier_payload, save_checkpoint
+from nanogpt.data import load_imdb, load_tokenized
+from nanogpt.predict import Classifier
+from nanogpt.tokens import tokenize_texts
+from nanogpt.train import build_model
+
+
+def data_times() -> dict:
+    dsd = load_imdb()
+    texts = list(dsd["train"]["text"]) + list(dsd["validation"]["text"])
+    labels = list(dsd["train"]["label"]) + list(dsd["validation"]["label"])
+    t0 = time.perf_counter()
+    tokenize_texts(texts, labels, 384)
+    cold = time.perf_counter() - t0
+    load_tokenized()  # make sure the cache exists
+    cache = timed(lambda: load_tokenized(), 3)
+    return {"tokenize_cold_s": cold, "cache_load_s": cache, "reviews": len(texts)}
+
+
+def inference_times(cfg, calls: int, batch: int) -> dict:
+    """Latency of one review (median, p95 over `calls`) and throughput on `batch` validation reviews, for an
+    untrained model of `cfg`'s shape (weights do not change the speed)."""
+    torch.manual_seed(0)
+    model = build_model(cfg, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/model.pt"
+        save_checkpoint(path, classifier_payload(model, "ce", cfg.truncation, cfg.head_fraction))
+        clf = Classifier.load(path, precision="auto")
+    texts = list(load_imdb()["validation"]["text"])
+    review = texts[0]
+    clf.predict(review)
+    lat = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        clf.predict(review)
+        lat.append((time.perf_counter() - t0) * 1000)
+    many = list(texts[:batch])
+    t0 = time.perf_counter()
+    clf.predict(many)
+    rps = len(many) / (time.perf_counter() - t0)
+    return {"predict_latency_ms_median": float(np.median(lat)), "predict_latency_ms_p95": float(np.percentile(lat, 95)),
+            "predict_reviews_per_s": rps, "predict_precision": clf.precision,
+            "review_tokens": len(clf.tokenize(review).ids(0))}

@@ -1,0 +1,108 @@
+"""What every study notebook shares: checked parameters, folders, plot style, figure saving, and the training
+story of notebooks 02 (CE) and 03 (BCE), which differ only in the loss they pass.
+
+A notebook's first code cell after `parameters` is `nb = setup(...)`: it checks each parameter (a bad one stops
+there with a message naming it), resolves folders against the repository root, and styles the plots.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from nanogpt import params as P
+from nanogpt.data import REPO_ROOT
+from nanogpt.profiles import get_profile
+from nanogpt.rundir import RunDir, load_histories
+
+PALETTE = {"negative": "#c0504d", "positive": "#4f81bd"}
+
+
+def resolve(folder) -> Path:
+    """Relative folders are taken from the repository root, wherever the notebook runs."""
+    path = Path(folder)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+@dataclass
+class Notebook:
+    """A notebook's checked parameters. Folders are absolute; `seeds` is a list (the profile's by default)."""
+
+    profile: str
+    source: str = "bundled"
+    seeds: list[int] = field(default_factory=list)
+    results_dir: Path | None = None
+    figures_dir: Path | None = None
+    overrides: dict = field(default_factory=dict)
+
+    def save(self, fig, name: str) -> Path:
+        """Save a figure under figures_dir (and say where)."""
+        if self.figures_dir is None:
+            raise P.ParameterError("this notebook was set up without figures_dir; pass it to setup().")
+        path = self.figures_dir / name
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        print(f"figure -> {path}")
+        return path
+
+
+def setup(profile, source="bundled", seeds=None, results_dir=None, figures_dir=None, overrides=None) -> Notebook:
+    """Check the parameters a notebook was given, style the plots, and return them as a `Notebook`."""
+    profile = P.check_profile(profile)
+    nb = Notebook(profile=profile, source=P.check_source(source),
+                  seeds=list(get_profile(profile).seeds) if seeds is None else P.check_seeds(seeds))
+    if results_dir is not None:
+        nb.results_dir = resolve(P.check_folder("results_dir", results_dir))
+    if figures_dir is not None:
+        nb.figures_dir = resolve(P.check_folder("figures_dir", figures_dir))
+        nb.figures_dir.mkdir(parents=True, exist_ok=True)
+    if overrides is not None and not isinstance(overrides, dict):
+        raise P.ParameterError(f"parameter overrides={overrides!r}: give a dict of TrainConfig fields.")
+    nb.overrides = dict(overrides or {})
+    sns.set_theme(style="whitegrid", context="notebook")
+    pd.set_option("display.precision", 4)
+    return nb
+
+
+# ------------------------------------------------------------------------------- notebooks 02 and 03
+
+
+def train_loss(nb: Notebook, loss: str) -> pd.DataFrame:
+    """Train every seed of `nb`'s profile with `loss` (finished runs reused, interrupted ones resumed) and
+    return their rows, with each run's checkpoint path."""
+    from nanogpt.study import run_study
+
+    runs = run_study(nb.profile, nb.seeds, losses=(loss,), out_dir=nb.results_dir, source=nb.source, **nb.overrides)
+    runs["checkpoint"] = [str(RunDir(nb.results_dir, r).model) for r in runs["run_id"]]
+    return runs[["seed", "val_accuracy", "val_loss", "roc_auc", "ece", "train_seconds", "tokens_per_second",
+                 "checkpoint", "run_id", "loss"]]
+
+
+def plot_learning_curves(nb: Notebook, runs: pd.DataFrame, loss: str, name: str):
+    """Training loss, validation loss and accuracy against step, one line per seed; saved as `name`."""
+    history = load_histories(nb.results_dir, runs)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for ax, column, label in zip(axes, ["train_loss", "val_loss", "val_accuracy"],
+                                 ["training loss (mean since last evaluation)", "validation loss",
+                                  "validation accuracy"]):
+        sns.lineplot(data=history, x="step", y=column, hue="seed", palette="viridis", marker="o", ax=ax)
+        ax.set(title=label, xlabel="training step", ylabel=label.split(" (")[0])
+    fig.suptitle(f"{loss.upper()} on profile '{nb.profile}': learning curves per seed", y=1.03)
+    nb.save(fig, name)
+    return fig
+
+
+def plot_final_accuracy(nb: Notebook, runs: pd.DataFrame, loss: str, name: str):
+    """Validation accuracy of each seed at the end of the schedule, as bars; saved as `name`."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    accuracy = runs["val_accuracy"] * 100
+    sns.barplot(data=runs.assign(accuracy=accuracy), x="seed", y="accuracy", color=PALETTE["positive"], ax=ax)
+    ax.set(title=f"{loss.upper()}: validation accuracy at the end of the schedule", xlabel="seed",
+           ylabel="validation accuracy (%)", ylim=(max(0, accuracy.min() - 5), min(100, accuracy.max() + 2)))
+    for i, v in enumerate(accuracy):
+        ax.annotate(f"{v:.2f}", (i, v), ha="center", va="bottom")
+    nb.save(fig, name)
+    print(f"mean {accuracy.mean():.2f}% over {len(runs)} seeds; checkpoints in {nb.results_dir / 'runs'}")
+    return fig
