@@ -7,15 +7,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import types
 import typing
 from dataclasses import fields
 
-from nanogpt.losses import LOSS_NAMES
-
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+LOSS_CHOICES = ("ce", "bce")  # nanogpt.losses.LOSS_NAMES; spelled here so --help needs no torch import
+# TrainConfig fields that have an option of their own: `--set` refuses them and names the option.
+OWN_OPTIONS = {"out_dir": "--out", "quiet": "--quiet", "loss": "--loss", "seed": "--seed/--seeds",
+               "profile": "--profile", "source": "--source", "device": "--device", "precision": "--precision",
+               "init": "--init", "max_steps": "--steps", "keep": "--keep"}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: writes in flight finish or are rolled back, then exit."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 class UsageError(Exception):
@@ -33,6 +46,8 @@ def _coerce(name: str, text: str):
     from nanogpt.config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
+    if name in OWN_OPTIONS:
+        raise UsageError(f"--set {name}: use {OWN_OPTIONS[name]} instead.")
     if name not in hints:
         raise UsageError(f"--set {name}: no such setting. Settings: {', '.join(f.name for f in fields(TrainConfig))}")
     hint = hints[name]
@@ -70,6 +85,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"))
     p.add_argument("--init", default=None, choices=("scratch", "gpt2"), help="gpt2 needs a network")
     p.add_argument("--steps", type=int, default=None, help="override the profile's max_steps")
+    p.add_argument("--keep", default=None, choices=("final", "half", "none", "all"),
+                   help="what a finished run keeps: final fp32 weights (default), half (fp16 weights), none "
+                        "(metrics and predictions only), all (also its last resumable state)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any TrainConfig field, e.g. --set learning_rate=5e-4 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -80,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train one run")
-    p.add_argument("--loss", required=True, choices=LOSS_NAMES)
+    p.add_argument("--loss", required=True, choices=LOSS_CHOICES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last saved state")
     _add_run_options(p)
@@ -102,13 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="results/runs/<run_id>/model.pt")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument("--device", default="cpu")
-    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="reviews to classify; '-' reads them from standard "
+                                                             "input, one per line")
     return parser
 
 
 def _run_overrides(args) -> dict:
     over = _overrides(args.set)
-    for flag, key in (("device", "device"), ("precision", "precision"), ("init", "init"), ("steps", "max_steps")):
+    for flag, key in (("device", "device"), ("precision", "precision"), ("init", "init"), ("steps", "max_steps"),
+                      ("keep", "keep")):
         value = getattr(args, flag)
         if value is not None:
             over[key] = value
@@ -135,7 +155,7 @@ def cmd_train(args) -> int:
         raise UsageError(str(exc)) from None
     result = train(cfg, resume=args.resume)
     print(json.dumps({"run_id": result.run_id, "val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
-                      "checkpoint": str(result.checkpoint)}))
+                      "checkpoint": str(result.checkpoint) if result.checkpoint.is_file() else None}))
     return 0
 
 
@@ -147,9 +167,9 @@ def cmd_study(args) -> int:
     try:
         seeds = parse_seeds(args.seeds) if args.seeds is not None else None
         losses = tuple(x.strip() for x in args.losses.split(",") if x.strip())
-        bad = [x for x in losses if x not in LOSS_NAMES]
+        bad = [x for x in losses if x not in LOSS_CHOICES]
         if bad or not losses:
-            raise ValueError(f"Bad --losses {args.losses!r}: use a subset of {','.join(LOSS_NAMES)}.")
+            raise ValueError(f"Bad --losses {args.losses!r}: use a subset of {','.join(LOSS_CHOICES)}.")
         overrides = _run_overrides(args)
         prof.make_config("ce", 0, **overrides)  # validate before any training starts
     except (ValueError, TypeError) as exc:
@@ -157,7 +177,7 @@ def cmd_study(args) -> int:
     if args.no_notebooks:
         runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, **overrides)
     else:
-        from nanogpt.rundir import read_results
+        from nanogpt.results import read_results
         from nanogpt.study import run_notebooks
 
         source = overrides.pop("source")
@@ -178,9 +198,14 @@ def cmd_study(args) -> int:
 def cmd_classify(args) -> int:
     from nanogpt.predict import Classifier
 
+    texts = args.texts
+    if texts == ["-"]:
+        texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+        if not texts:
+            raise ValueError("classify -: standard input held no review (one review per line).")
     clf = Classifier.load(args.checkpoint, device=args.device)
-    preds = clf.predict(args.texts)
-    for text, rec in zip(args.texts, preds.to_records()):
+    preds = clf.predict(texts)
+    for text, rec in zip(texts, preds.to_records()):
         if args.json:
             print(json.dumps({"text": text, **rec}))
         else:
@@ -200,19 +225,25 @@ COMMANDS = {"train": cmd_train, "study": cmd_study, "classify": cmd_classify, "b
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"nanogpt: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("nanogpt: interrupted; finished runs are kept in the results folder.", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, OSError, RuntimeError, ConnectionError, KeyError, ImportError) as exc:
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"nanogpt: {what}; finished runs are kept in the results folder, an unfinished one resumes from "
+              "its last state.", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    except (ValueError, TypeError, OSError, RuntimeError, ConnectionError, KeyError, ImportError,
+            FloatingPointError) as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"nanogpt: error: {msg}", file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

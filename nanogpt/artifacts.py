@@ -15,10 +15,31 @@ import tempfile
 from pathlib import Path
 
 
+def _file_mode() -> int:
+    """Permissions a plain `open(path, "w")` would give here (mkstemp's own are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def stable_digest(obj, length: int) -> str:
     """The first `length` hex digits of the SHA-256 of `obj` as canonical JSON (keys sorted): the same
     content always gives the same digest, whatever the order it was built in."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:length]
+
+
+def ensure_dir(path: str | Path) -> Path:
+    """mkdir -p, with an error that names the folder and the fix."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"Cannot write {path}: {exc.strerror or exc}. Fix: check the folder exists, is writable "
+                      "and the disk has space, or choose another --out folder.") from exc
+    return path
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -30,6 +51,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         raise OSError(f"Cannot write {path}: {exc.strerror or exc}. Fix: check the folder exists, is "
                       "writable and the disk has space.") from exc
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

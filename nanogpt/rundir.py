@@ -1,31 +1,41 @@
-"""Where a run's files live, and the results index that lists the runs.
+"""A run's folder: every path of it, what it writes, whether it finished, and who is training it.
 
-Every path of a run is spelled once, here:
-
-    <out_dir>/runs.csv                           one row per run (the index), updated under a lock
-    <out_dir>/runs/<run_id>/model.pt             the classifier checkpoint
-    <out_dir>/runs/<run_id>/meta.json            config, metrics, environment
+    <out_dir>/runs/<run_id>/model.pt             the classifier checkpoint (see TrainConfig.keep)
+    <out_dir>/runs/<run_id>/meta.json            config, metrics, environment and the run's results row
     <out_dir>/runs/<run_id>/history.csv          the learning curve
     <out_dir>/runs/<run_id>/val_predictions.csv  P(positive) of every validation review
     <out_dir>/runs/<run_id>/state.pt             resumable state while the run is unfinished
+    <out_dir>/runs/<run_id>/.claim               lock held by the process training the run (its pid inside)
 
+The folder is the source of truth: a run has finished when its meta.json says so and its weights (if it
+kept any) hash to what meta.json recorded. `results.py` keeps `runs.csv` as an index over the folders.
 Every file is written atomically (see `artifacts`), so a crash leaves the old file or the new one.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import functools
+import hashlib
 import json
+import os
+import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from nanogpt.artifacts import atomic_write_csv, atomic_write_json, locked
+from nanogpt.artifacts import atomic_write_csv, atomic_write_json, ensure_dir
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+TEMP_SUFFIX = ".tmp"
 
 
-def runs_csv(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "runs.csv"
+class RunFolderError(ValueError):
+    """A run id or folder that cannot be used (it would leave the results folder)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,9 @@ class RunDir:
 
     def __post_init__(self):
         object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if not isinstance(self.run_id, str) or not _RUN_ID.fullmatch(self.run_id) or ".." in self.run_id:
+            raise RunFolderError(f"run id {self.run_id!r} is not a plain folder name (letters, digits, '_', '-', "
+                                 "'.'); it would leave the results folder.")
 
     @property
     def path(self) -> Path:
@@ -60,6 +73,12 @@ class RunDir:
     def state(self) -> Path:
         return self.path / "state.pt"
 
+    @property
+    def claim_file(self) -> Path:
+        return self.path / ".claim"
+
+    # ------------------------------------------------------------------------------------- writing
+
     def write_history(self, history: pd.DataFrame) -> None:
         atomic_write_csv(self.history, history)
 
@@ -68,115 +87,106 @@ class RunDir:
         atomic_write_csv(self.val_predictions, df)
         return df
 
-    def write_meta(self, **fields) -> None:
-        atomic_write_json(self.meta, {"run_id": self.run_id, **fields,
-                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    def write_meta(self, row: dict, **fields) -> None:
+        """meta.json, with the run's results row: the index can always be rebuilt from the folders."""
+        atomic_write_json(self.meta, {"run_id": self.run_id, **fields, "row": row,
+                                      "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    # ------------------------------------------------------------------------------------- reading
+
+    def read_meta(self) -> dict | None:
+        """meta.json as a dict, or None when it is missing or unreadable."""
+        try:
+            meta = json.loads(self.meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return meta if isinstance(meta, dict) and meta.get("run_id") == self.run_id else None
+
+    def finished_row(self) -> dict | None:
+        """The results row of a run that finished and whose weights verify; None otherwise.
+
+        Finished means: meta.json holds a row with status 'ok', and the weights it kept (model.pt) have the
+        sha256 the row recorded. A truncated or replaced model.pt makes the run unfinished, so it is trained
+        again. Older runs whose row has no hash count as finished when model.pt exists."""
+        meta = self.read_meta()
+        row = meta.get("row") if meta else None
+        if not isinstance(row, dict) or row.get("status") != "ok":
+            return None
+        keep = row.get("keep") or "final"
+        if keep == "none":
+            return row
+        expected = row.get("model_sha256")
+        if not self.model.is_file():
+            return None
+        if expected and file_sha256(self.model) != expected:
+            return None
+        return row
+
+    # ------------------------------------------------------------------------------------- claiming
+
+    @contextlib.contextmanager
+    def claim(self, wait: bool = False):
+        """Hold this run's lock while training it; yields True if we hold it, False if another live process
+        does (with wait=False). The lock is an flock on `.claim`: the kernel drops it when its holder dies,
+        even by SIGKILL, so a stale claim is taken over by the next process that asks."""
+        ensure_dir(self.path)
+        with open(self.claim_file, "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    yield False
+                    return
+                raise
+            try:
+                f.seek(0)
+                f.truncate()
+                f.write(f"{os.getpid()}\n")
+                f.flush()
+                yield True
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def claimed_by(self) -> str:
+        """The pid written by the last process that claimed the run (for messages)."""
+        try:
+            return self.claim_file.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def clean_stale(self, finished: bool, keep: str = "final") -> list[Path]:
+        """Remove what a killed process left: temporary files of interrupted writes, and, once the run has
+        finished (unless it keeps everything), its resumable state. Call while holding the claim."""
+        removed = [p for p in self.path.glob(f".*{TEMP_SUFFIX}")]
+        if finished and keep != "all" and self.state.exists():
+            removed.append(self.state)
+        for p in removed:
+            p.unlink(missing_ok=True)
+        return removed
 
 
-# ------------------------------------------------------------------------------------------- the index
-
-
-def result_row(cfg, run_id: str, n_train: int, n_val: int, device: str, precision: str, status: str,
-               **numbers) -> dict:
-    """One row of runs.csv for a run of `cfg` (a TrainConfig): what produced it, and its numbers (NaN until
-    given). A failed run has status 'failed', an error and no accuracy, so it can never enter a comparison."""
-    import torch
-
-    row = {"run_id": run_id, "status": status, "loss": cfg.loss, "seed": cfg.seed, "profile": cfg.profile,
-           "source": cfg.source, "split_seed": cfg.split_seed, "n_train": n_train, "n_val": n_val,
-           "val_accuracy": float("nan"), "val_loss": float("nan"), "roc_auc": float("nan"), "ece": float("nan"),
-           "f1": float("nan"), "steps": cfg.max_steps, "train_seconds": float("nan"),
-           "tokens_per_second": float("nan"), "device": device, "precision": precision,
-           "torch_version": torch.__version__, "config": json.dumps(asdict(cfg), sort_keys=True), "error": ""}
-    row.update(numbers)
-    return row
-
-
-def upsert_result_row(csv_path: str | Path, row: dict, key: str = "run_id") -> Path:
-    """Add a row to a results CSV, replacing any earlier row with the same key, under a lock."""
-    csv_path = Path(csv_path)
-    with locked(csv_path):
-        old = pd.read_csv(csv_path) if csv_path.is_file() and csv_path.stat().st_size > 0 else None
-        new = pd.DataFrame([row])
-        if old is not None and len(old):
-            old = old[old[key].astype(str) != str(row[key])]
-            new = pd.concat([old, new], ignore_index=True) if len(old) else new
-        return atomic_write_csv(csv_path, new)
-
-
-def read_results(csv_path: str | Path, finished_only: bool = False) -> pd.DataFrame:
-    """The results table; with finished_only, only runs that ended with a score (not failed ones)."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file() or csv_path.stat().st_size == 0:
-        return pd.DataFrame()
-    runs = pd.read_csv(csv_path)
-    return finished(runs) if finished_only else runs
-
-
-def finished(runs: pd.DataFrame) -> pd.DataFrame:
-    """Rows of runs that finished with a score; failed runs never count as an accuracy."""
-    if runs.empty:
-        return runs
-    ok = runs["status"].fillna("ok").eq("ok") if "status" in runs.columns else pd.Series(True, index=runs.index)
-    return runs[ok & runs["val_accuracy"].notna()].reset_index(drop=True)
+def run_dirs(out_dir: str | Path) -> list[RunDir]:
+    """Every run folder under `<out_dir>/runs/`, by name."""
+    root = Path(out_dir) / "runs"
+    if not root.is_dir():
+        return []
+    return [RunDir(out_dir, p.name) for p in sorted(root.iterdir()) if p.is_dir() and _RUN_ID.fullmatch(p.name)]
 
 
 def finished_run_ids(out_dir: str | Path) -> set[str]:
-    """Ids of the runs in the index that finished with a score and still have their checkpoint."""
-    runs = read_results(runs_csv(out_dir), finished_only=True)
-    if runs.empty:
-        return set()
-    return {rid for rid in runs["run_id"].astype(str) if RunDir(out_dir, rid).model.is_file()}
+    """Ids of the runs whose folder shows them finished, with verified weights (see RunDir.finished_row)."""
+    return {run.run_id for run in run_dirs(out_dir) if run.finished_row() is not None}
 
 
-# ------------------------------------------------------------------------------------------- readers
+def file_sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-def load_histories(results_dir: str | Path, runs: pd.DataFrame) -> pd.DataFrame:
-    """Learning curves of the given runs, long format, with run_id, loss and seed columns."""
-    frames = []
-    for _, r in runs.iterrows():
-        path = RunDir(results_dir, str(r["run_id"])).history
-        if path.is_file():
-            frames.append(pd.read_csv(path).assign(run_id=r["run_id"], loss=r["loss"], seed=r["seed"]))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def load_val_predictions(results_dir: str | Path, run_id: str) -> pd.DataFrame:
-    """P(positive) of every validation review for one run: read from `val_predictions.csv`, or, for runs
-    that predate it, computed once from the checkpoint (inference only) and saved beside it."""
-    run = RunDir(results_dir, str(run_id))
-    if run.val_predictions.is_file():
-        return pd.read_csv(run.val_predictions)
-    from nanogpt.checkpoints import load_checkpoint, model_from_checkpoint
-    from nanogpt.data import load_tokenized
-    from nanogpt.evaluate import positive_probabilities
-    from nanogpt.runtime import resolve_device, resolve_precision
-
-    ckpt = load_checkpoint(run.model)
-    cfg = ckpt["train_config"]
-    split = load_tokenized(cfg["source"], cfg["block_size"], cfg["truncation"], cfg["split_seed"],
-                           cfg["val_fraction"], cfg["head_fraction"])["validation"].subset(cfg.get("val_limit"))
-    model, criterion = model_from_checkpoint(ckpt, run.model, cfg.get("attention", "auto"))
-    device = resolve_device("cpu")
-    probs = positive_probabilities(model, criterion, split, device,
-                                   resolve_precision(cfg.get("precision", "auto"), device),
-                                   cfg["eval_batch_size"], cfg["pad_multiple"])
-    return run.write_val_predictions(split.labels, probs)
-
-
-def study_checkpoints(results_dir: str | Path = "results",
-                      profile: str | None = None) -> dict[str, list[tuple[str, str]]]:
-    """For each loss, (label, checkpoint path) of its finished runs, best validation accuracy first."""
-    runs = read_results(runs_csv(results_dir), finished_only=True)
-    out: dict[str, list[tuple[str, str]]] = {}
-    if runs.empty:
-        return out
-    if profile is not None:
-        runs = runs[runs["profile"] == profile]
-    for loss, group in runs.sort_values("val_accuracy", ascending=False).groupby("loss", sort=False):
-        options = [(f"seed {r['seed']}: {100 * r['val_accuracy']:.2f}% val", str(RunDir(results_dir, str(r["run_id"])).model))
-                   for _, r in group.iterrows() if RunDir(results_dir, str(r["run_id"])).model.is_file()]
-        if options:
-            out[str(loss)] = options
-    return out
+@functools.lru_cache(maxsize=4096)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

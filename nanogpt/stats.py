@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from nanogpt.rundir import finished
+from nanogpt.results import finished
 
 # Apeinans, Kodors, Zarembo (HET 2024): validation accuracy and max-min spread over its runs, in percent.
 PAPER = {"ce": {"mean": 85.84, "spread": 2.36}, "bce": {"mean": 86.10, "spread": 1.04}}

@@ -1,14 +1,17 @@
-"""Many runs: both losses x the profile's seeds; runs already in `runs.csv` (with their checkpoint) are reused."""
+"""Many runs: both losses x the profile's seeds; finished runs (their folder says so, weights verified) are
+reused, interrupted ones resumed; and the study notebooks, executed by papermill."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
 
+from nanogpt.config import TrainConfig
 from nanogpt.losses import LOSS_NAMES
 from nanogpt.profiles import get_profile
-from nanogpt.rundir import finished_run_ids, read_results, runs_csv
-from nanogpt.train import train
+from nanogpt.results import read_results, runs_csv, sync_index
+from nanogpt.rundir import RunDir, finished_run_ids
+from nanogpt.train import NonFiniteLossError, train_claimed
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -39,18 +42,71 @@ def run_study(profile: str, seeds: list[int] | None = None, losses=LOSS_NAMES, o
     seeds = list(prof.seeds) if seeds is None else seeds
     configs = [prof.make_config(loss, seed, out_dir=str(out_dir), quiet=quiet, **overrides)
                for loss in losses for seed in seeds]
+    if not quiet:
+        print(f"study '{profile}': {len(configs)} runs ({', '.join(losses)} x seeds {seeds})")
+    return run_configs(configs, out_dir, quiet)
+
+
+def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = False) -> pd.DataFrame:
+    """Train the runs of `configs` that have not finished; return the index rows of all of them.
+
+    The index is first brought in line with the run folders (rebuilt if torn, see `sync_index`). Finished runs
+    (verified weights) are skipped, interrupted ones resume from their last state, a run that fails (NaN loss)
+    is recorded as failed and the others go on. Several studies may share a results folder: a run another live
+    process is training is skipped and looked at again at the end, once that process lets go of it."""
+    sync_index(out_dir, verbose=not quiet)
     done = finished_run_ids(out_dir)
     todo = [c for c in configs if c.run_id() not in done]
+    _clean_finished(out_dir, [c for c in configs if c.run_id() in done])
     if not quiet:
-        print(f"study '{profile}': {len(configs)} runs ({', '.join(losses)} x seeds {seeds}), "
-              f"{len(configs) - len(todo)} already finished, {len(todo)} to train")
+        print(f"{len(configs) - len(todo)} already finished, {len(todo)} to train")
+    deferred, failed = [], []
     for i, cfg in enumerate(todo, 1):
         if not quiet:
-            print(f"[{i}/{len(todo)}] training {cfg.loss} seed {cfg.seed}")
-        train(cfg, resume=True)  # an interrupted run continues from its last state
+            print(f"[{i}/{len(todo)}] {cfg.loss} seed {cfg.seed}")
+        outcome = _train_one(cfg, quiet)
+        (deferred if outcome == "claimed" else failed if outcome == "failed" else []).append(cfg)
+    for cfg in deferred:  # wait for the other process; train what it left unfinished
+        if _train_one(cfg, quiet, wait=True) == "failed":
+            failed.append(cfg)
+    if failed and not quiet:
+        print(f"{len(failed)} run(s) failed and are recorded with status 'failed': "
+              + ", ".join(c.run_id() for c in failed))
     runs = read_results(runs_csv(out_dir), finished_only=True)
     wanted = {c.run_id() for c in configs}
     return runs[runs["run_id"].astype(str).isin(wanted)].reset_index(drop=True)
+
+
+def _train_one(cfg: TrainConfig, quiet: bool, wait: bool = False) -> str:
+    """Train one run unless another process holds it ('claimed') or has finished it meanwhile; 'ok' or
+    'failed' (recorded as such) otherwise. An interrupted run continues from its last state."""
+    run = RunDir(cfg.out_dir, cfg.run_id())
+    with run.claim(wait=wait) as mine:
+        if not mine:
+            if not quiet:
+                print(f"skipped for now: run {run.run_id} is being trained by another process (pid "
+                      f"{run.claimed_by()})")
+            return "claimed"
+        if run.finished_row() is not None:
+            return "ok"
+        run.clean_stale(finished=False)
+        try:
+            train_claimed(cfg, run, resume=True)
+        except NonFiniteLossError as exc:
+            if not quiet:
+                print(f"failed: {exc}")
+            return "failed"
+    return "ok"
+
+
+def _clean_finished(out_dir: str | Path, configs: list[TrainConfig]) -> None:
+    """Resumable states and temporary files that killed processes left in finished runs' folders."""
+    for cfg in configs:
+        run = RunDir(out_dir, cfg.run_id())
+        with run.claim() as mine:
+            row = run.finished_row() if mine else None
+            if row is not None:
+                run.clean_stale(finished=True, keep=row.get("keep") or "final")
 
 
 NOTEBOOKS = ("01_data_exploration", "02_train_cross_entropy", "03_train_binary_cross_entropy",

@@ -20,14 +20,16 @@ import torch
 from tqdm.auto import tqdm
 
 from nanogpt.batching import collate, infinite_batches
-from nanogpt.checkpoints import CheckpointError, classifier_payload, save_checkpoint, save_torch_atomic
-from nanogpt.config import RunResult, TrainConfig
-from nanogpt.data import load_splits
+from nanogpt.checkpoints import (CheckpointError, classifier_payload, half_precision, load_failure_reason,
+                                  save_checkpoint, save_torch_atomic)
+from nanogpt.config import RUN_LOCAL_FIELDS, RunResult, TrainConfig
+from nanogpt.data import DataValidationError, load_splits
 from nanogpt.evaluate import evaluate
 from nanogpt.losses import get_criterion
 from nanogpt.metrics import classification_metrics
 from nanogpt.model import GPTClassifier
-from nanogpt.rundir import RunDir, result_row, runs_csv, upsert_result_row
+from nanogpt.results import result_row, runs_csv, upsert_result_row
+from nanogpt.rundir import RunDir
 from nanogpt.runtime import autocast, environment, prepare_device, resolve_device, resolve_precision
 
 
@@ -45,6 +47,10 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message gives the step, the learning rate and a hint."""
 
 
+class RunClaimedError(RuntimeError):
+    """Another live process is training this run (it holds the run's claim)."""
+
+
 def build_model(cfg: TrainConfig, n_outputs: int) -> GPTClassifier:
     """The classifier `cfg` trains, with the attention kernel it asks for (random or GPT-2 backbone)."""
     mc = cfg.model_config(n_outputs)
@@ -53,18 +59,38 @@ def build_model(cfg: TrainConfig, n_outputs: int) -> GPTClassifier:
     return GPTClassifier(mc, cfg.attention)
 
 
-def _load_state(path, cfg: TrainConfig) -> dict | None:
-    """The resumable state of an interrupted run, if it belongs to exactly this config."""
+def _core(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in RUN_LOCAL_FIELDS}
+
+
+def _load_state(path, cfg: TrainConfig, run_id: str) -> dict | None:
+    """The resumable state of an interrupted run, if it belongs to this run's identity (data content,
+    config and precision; not its folder, thread count, checkpoint interval or verbosity)."""
     if not path.is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path} cannot be read to resume ({str(exc).splitlines()[0][:200]}). "
+        raise CheckpointError(f"{path} cannot be read to resume ({load_failure_reason(exc)}). "
                               "Fix: delete it to start the run afresh.") from exc
-    if not isinstance(state, dict) or state.get("config") != asdict(cfg.replace(quiet=False)):
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a training state of this project; delete it to start afresh.")
+    same = (state["run_id"] == run_id if "run_id" in state
+            else _core(state.get("config") or {}) == _core(asdict(cfg)))  # states written before run ids did
+    if not same:
         raise CheckpointError(f"{path} belongs to another configuration; delete it to start this run afresh.")
     return state
+
+
+def check_batch_fits(n_train: int, cfg: TrainConfig) -> None:
+    """A clear error when the training split cannot fill one batch (an epoch would hold no batch)."""
+    if n_train < cfg.batch_size:
+        limit = f" (train_limit={cfg.train_limit})" if cfg.train_limit else ""
+        raise DataValidationError(
+            f"{cfg.source}: the training split has {n_train} reviews{limit}, fewer than one batch of "
+            f"{cfg.batch_size}. Fix: give at least {cfg.batch_size} training reviews (about "
+            f"{int(cfg.batch_size / (1 - cfg.val_fraction)) + 1} rows before the split), or --set "
+            f"batch_size={max(1, n_train)} or smaller.")
 
 
 def train(config: TrainConfig, resume: bool = False) -> RunResult:
@@ -76,15 +102,27 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
     starts afresh.
     """
     cfg = config.validate()
+    run = RunDir(cfg.out_dir, cfg.run_id())
+    with run.claim() as mine:
+        if not mine:
+            raise RunClaimedError(f"run {run.run_id} is being trained by another process (pid "
+                                  f"{run.claimed_by()}); its result will appear in {runs_csv(cfg.out_dir)}.")
+        run.clean_stale(finished=False)  # temporary files of writes killed in an earlier attempt
+        return train_claimed(cfg, run, resume)
+
+
+def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool) -> RunResult:
+    """`train` for a caller that already holds the run's claim (a study, which checks first whether another
+    process finished the run meanwhile)."""
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     prepare_device(device, cfg.num_threads)
     criterion = get_criterion(cfg.loss)
-    run_id = cfg.run_id()
-    run = RunDir(cfg.out_dir, run_id)
+    run_id = run.run_id
     index = runs_csv(cfg.out_dir)
 
     train_split, val_split = load_splits(cfg, verbose=not cfg.quiet)
+    check_batch_fits(len(train_split), cfg)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, criterion.n_outputs).to(device)
@@ -93,7 +131,7 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
                                                device.type)
     history: list[dict] = []
     start_step, train_tokens, train_seconds, interval_loss, interval_n = 0, 0, 0.0, 0.0, 0
-    state = _load_state(run.state, cfg) if resume else None
+    state = _load_state(run.state, cfg, run_id) if resume else None
     if state is not None:
         raw_model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer_state"])
@@ -113,7 +151,7 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
               f"{len(val_split)} val reviews, {device.type} {precision}{' compiled' if use_compile else ''}{resumed}")
 
     def save_state(step: int) -> None:
-        payload = {"config": asdict(cfg.replace(quiet=False)), "step": step,
+        payload = {"run_id": run_id, "config": asdict(cfg), "step": step,
                    "model_state": raw_model.state_dict(), "optimizer_state": optimizer.state_dict(),
                    "torch_rng": torch.get_rng_state(), "history": history, "train_tokens": train_tokens,
                    "train_seconds": train_seconds, "interval_loss": interval_loss, "interval_n": interval_n}
@@ -122,8 +160,10 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         save_torch_atomic(run.state, payload)
 
     def fail(message: str, step: int) -> None:
-        upsert_result_row(index, result_row(cfg, run_id, len(train_split), len(val_split), device.type, precision,
-                                            "failed", steps=step, error=message))
+        row = result_row(cfg, run_id, len(train_split), len(val_split), device.type, precision, "failed",
+                         steps=step, error=message)
+        run.write_meta(row, config=asdict(cfg), environment=environment(device, precision))
+        upsert_result_row(index, row)
         raise NonFiniteLossError(message)
 
     batches = infinite_batches(train_split.lengths, cfg.batch_size, cfg.seed, skip=start_step)
@@ -179,20 +219,26 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
 
     metrics = classification_metrics(val_split.labels, probs)
     history_df = pd.DataFrame(history)
+    model_sha256 = ""
+    if cfg.keep != "none":
+        payload = classifier_payload(raw_model, cfg.loss, cfg.truncation, cfg.head_fraction, data_source=cfg.source,
+                                     split_seed=cfg.split_seed, train_config=asdict(cfg), step=cfg.max_steps,
+                                     val_accuracy=metrics["accuracy"])
+        model_sha256 = save_checkpoint(run.model, half_precision(payload) if cfg.keep == "half" else payload)
+    else:
+        run.model.unlink(missing_ok=True)  # weights of an earlier attempt would not match this record
     row = result_row(cfg, run_id, len(train_split), len(val_split), device.type, precision, "ok",
                      val_accuracy=metrics["accuracy"], val_loss=val_loss, roc_auc=metrics["roc_auc"],
                      ece=metrics["ece"], f1=metrics["f1"], train_seconds=round(train_seconds, 3),
-                     tokens_per_second=round(tps, 1))
-    save_checkpoint(run.model, classifier_payload(
-        raw_model, cfg.loss, cfg.truncation, cfg.head_fraction, data_source=cfg.source, split_seed=cfg.split_seed,
-        train_config=asdict(cfg), step=cfg.max_steps, val_accuracy=metrics["accuracy"]))
+                     tokens_per_second=round(tps, 1), model_sha256=model_sha256)
     run.write_history(history_df)
     run.write_val_predictions(val_split.labels, probs)
-    run.write_meta(config=asdict(cfg), model_config=asdict(raw_model.config), metrics=metrics,
+    # meta.json last in the folder: with it the run counts as finished, whatever happens to runs.csv
+    run.write_meta(row, config=asdict(cfg), model_config=asdict(raw_model.config), metrics=metrics,
                    environment=environment(device, precision), val_loss=val_loss, train_seconds=train_seconds,
                    tokens_per_second=tps)
     upsert_result_row(index, row)
-    run.state.unlink(missing_ok=True)  # the run is complete; its resumable state is no longer needed
+    run.clean_stale(finished=True, keep=cfg.keep)  # the resumable state and any temporary files
     if not cfg.quiet:
         print(f"run {run_id}: val accuracy {metrics['accuracy']:.4f}, val loss {val_loss:.4f}, "
               f"{train_seconds:.0f}s training, {tps:,.0f} tokens/s -> {run.path}")

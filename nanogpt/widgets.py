@@ -12,7 +12,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from nanogpt.predict import Classifier
-from nanogpt.rundir import study_checkpoints  # noqa: F401 (the panel's source of checkpoints, re-exported)
+from nanogpt.results import study_checkpoints  # noqa: F401 (the panel's source of checkpoints, re-exported)
 
 LOSS_TITLES = {"ce": "Cross-Entropy (2 logits)", "bce": "Binary Cross-Entropy (1 logit)"}
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from nanogpt.rundir import read_results, upsert_result_row
+from nanogpt.results import read_results, upsert_result_row
 from nanogpt.profiles import get_profile
 from nanogpt.train import NonFiniteLossError, train
 
@@ -23,9 +23,10 @@ SETTINGS = dict(block_size=64, train_limit=512, val_limit=128, n_layer=1, n_head
 
 def _cli_args(out, *extra):
     args = [sys.executable, "-m", "nanogpt", "train", "--loss", "bce", "--seed", "5", "--profile", "smoke",
-            "--out", str(out), *extra]
+            "--out", str(out), "--steps", str(SETTINGS["max_steps"]), *extra]
     for k, v in SETTINGS.items():
-        args += ["--set", f"{k}={v}"]
+        if k != "max_steps":
+            args += ["--set", f"{k}={v}"]
     return args
 
 

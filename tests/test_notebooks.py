@@ -53,7 +53,7 @@ def test_study_writes_figures_results_and_reports(study):
 
 @pytest.mark.slow
 def test_notebook_statistics_match_the_package(study):
-    from nanogpt.rundir import read_results
+    from nanogpt.results import read_results
     from nanogpt.stats import study_report
 
     root, _ = study

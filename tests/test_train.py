@@ -120,7 +120,8 @@ def test_config_validation(change, match):
 
 
 def test_run_dir_knows_every_path(tmp_path, tiny_run):
-    from nanogpt.rundir import RunDir, finished_run_ids, runs_csv
+    from nanogpt.results import runs_csv
+    from nanogpt.rundir import RunDir, finished_run_ids
 
     result = tiny_run["bce"]
     out_dir = result.run_dir.parent.parent

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from nanogpt.rundir import study_checkpoints
+from nanogpt.results import study_checkpoints
 from nanogpt.widgets import ReviewPanel
 
 

@@ -1,0 +1,216 @@
+"""`runs.csv`: one row per run, an index over the run folders (which are the source of truth).
+
+Rows are added under an exclusive lock and written atomically, so concurrent studies cannot lose each other's
+rows and a crash never tears the file. A missing, corrupt or torn index (unreadable bytes, a truncated row, a
+config cell that is not JSON) is rebuilt from the run folders' meta.json by `sync_index`, which says so;
+rows of runs whose folders are not here (committed results, without their checkpoints) are kept.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from nanogpt.artifacts import atomic_write_csv, locked
+from nanogpt.rundir import TEMP_SUFFIX, RunDir, run_dirs
+
+STATUSES = ("ok", "failed")
+REQUIRED_COLUMNS = ("run_id",)
+
+
+class ResultsIndexError(ValueError):
+    """runs.csv cannot be read as a results index; the message names the file and what is wrong."""
+
+
+def runs_csv(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "runs.csv"
+
+
+def result_row(cfg, run_id: str, n_train: int, n_val: int, device: str, precision: str, status: str,
+               **numbers) -> dict:
+    """One row of runs.csv for a run of `cfg` (a TrainConfig): what produced it, and its numbers (NaN until
+    given). A failed run has status 'failed', an error and no accuracy, so it can never enter a comparison."""
+    import torch
+
+    from nanogpt.data import source_fingerprint
+
+    row = {"run_id": run_id, "status": status, "loss": cfg.loss, "seed": cfg.seed, "profile": cfg.profile,
+           "source": cfg.source, "split_seed": cfg.split_seed, "n_train": n_train, "n_val": n_val,
+           "val_accuracy": float("nan"), "val_loss": float("nan"), "roc_auc": float("nan"), "ece": float("nan"),
+           "f1": float("nan"), "steps": cfg.max_steps, "train_seconds": float("nan"),
+           "tokens_per_second": float("nan"), "device": device, "precision": precision,
+           "torch_version": torch.__version__, "config": json.dumps(asdict(cfg), sort_keys=True), "error": "",
+           "data": source_fingerprint(cfg.source), "keep": cfg.keep, "model_sha256": ""}
+    row.update(numbers)
+    return row
+
+
+def _clean_index_temps(csv_path: Path) -> None:
+    """Temporary files of index writes killed mid-way; only called while holding the index lock, when no
+    write of ours can be in flight."""
+    for tmp in csv_path.parent.glob(f".{csv_path.name}.*{TEMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+
+
+def _write_rows(csv_path: Path, rows: pd.DataFrame) -> Path:
+    _clean_index_temps(csv_path)
+    return atomic_write_csv(csv_path, rows)
+
+
+def upsert_result_row(csv_path: str | Path, row: dict, key: str = "run_id") -> Path:
+    """Add a row to a results CSV, replacing any earlier row with the same key, under a lock. An unreadable
+    index is rebuilt from the run folders first (see sync_index)."""
+    csv_path = Path(csv_path)
+    with locked(csv_path):
+        try:
+            old = read_results(csv_path)
+        except ResultsIndexError:
+            old = _rebuilt(csv_path)
+        new = pd.DataFrame([row])
+        if len(old):
+            old = old[old[key].astype(str) != str(row[key])]
+            new = pd.concat([old, new], ignore_index=True) if len(old) else new
+        return _write_rows(csv_path, new)
+
+
+def read_results(csv_path: str | Path, finished_only: bool = False) -> pd.DataFrame:
+    """The results table (empty when there is none); with finished_only, only runs that ended with a score.
+    Raises ResultsIndexError, naming the file, when it is not a readable index."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file() or csv_path.stat().st_size == 0:
+        return pd.DataFrame()
+    try:
+        runs = pd.read_csv(csv_path, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise ResultsIndexError(f"{csv_path} is not a readable results index ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200]})") from exc
+    _validate(runs, csv_path)
+    return finished(runs) if finished_only else runs
+
+
+def _validate(runs: pd.DataFrame, csv_path: Path) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in runs.columns]
+    if missing:
+        raise ResultsIndexError(f"{csv_path} lacks column(s) {missing}: it is torn or not a results index.")
+    bad = [i for i, rid in enumerate(runs["run_id"]) if not isinstance(rid, str)]
+    for i, config in enumerate(runs["config"] if "config" in runs.columns else []):
+        try:
+            ok = isinstance(json.loads(config), dict)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            bad.append(i)
+    if "status" in runs.columns:
+        bad += [i for i, s in enumerate(runs["status"]) if not (pd.isna(s) or s in STATUSES)]
+    if bad:
+        raise ResultsIndexError(f"{csv_path}: row(s) {sorted(set(bad))[:10]} are torn (no run id, a config that is "
+                                "not JSON, or an unknown status).")
+
+
+def finished(runs: pd.DataFrame) -> pd.DataFrame:
+    """Rows of runs that finished with a score; failed runs never count as an accuracy."""
+    if runs.empty:
+        return runs
+    ok = runs["status"].fillna("ok").eq("ok") if "status" in runs.columns else pd.Series(True, index=runs.index)
+    return runs[ok & runs["val_accuracy"].notna()].reset_index(drop=True)
+
+
+def folder_rows(out_dir: str | Path) -> pd.DataFrame:
+    """The rows recorded in the run folders' meta.json (finished and failed runs)."""
+    rows = []
+    for run in run_dirs(out_dir):
+        meta = run.read_meta()
+        if meta and isinstance(meta.get("row"), dict) and meta["row"].get("run_id") == run.run_id:
+            rows.append(meta["row"])
+    return pd.DataFrame(rows)
+
+
+def _rebuilt(csv_path: Path) -> pd.DataFrame:
+    return folder_rows(csv_path.parent)
+
+
+def sync_index(out_dir: str | Path, verbose: bool = True) -> pd.DataFrame:
+    """Make runs.csv agree with the run folders, and return it.
+
+    A missing index is created, an unreadable or torn one is rebuilt from the folders (its readable rows of
+    runs without a folder are lost, and the message says so), and runs whose folder holds a row the index
+    lacks (a process killed between the two writes) are added."""
+    csv_path = runs_csv(out_dir)
+    with locked(csv_path):
+        try:
+            index = read_results(csv_path)
+        except ResultsIndexError as exc:
+            rebuilt = _rebuilt(csv_path)
+            if verbose:
+                print(f"{exc}; rebuilt it from {len(rebuilt)} run folder(s) in {Path(out_dir) / 'runs'}. Rows of "
+                      "runs without a folder there could not be recovered.")
+            _write_rows(csv_path, rebuilt)
+            return rebuilt
+        from_folders = folder_rows(out_dir)
+        if from_folders.empty:
+            return index
+        known = set(index["run_id"].astype(str)) if len(index) else set()
+        extra = from_folders[~from_folders["run_id"].astype(str).isin(known)]
+        if extra.empty:
+            return index
+        if verbose:
+            print(f"{csv_path}: added {len(extra)} run(s) found in their folders but missing from the index")
+        merged = pd.concat([index, extra], ignore_index=True) if len(index) else extra.reset_index(drop=True)
+        _write_rows(csv_path, merged)
+        return merged
+
+
+# ------------------------------------------------------------------------------------------- readers
+
+
+def load_histories(results_dir: str | Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """Learning curves of the given runs, long format, with run_id, loss and seed columns."""
+    frames = []
+    for _, r in runs.iterrows():
+        path = RunDir(results_dir, str(r["run_id"])).history
+        if path.is_file():
+            frames.append(pd.read_csv(path).assign(run_id=r["run_id"], loss=r["loss"], seed=r["seed"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_val_predictions(results_dir: str | Path, run_id: str) -> pd.DataFrame:
+    """P(positive) of every validation review for one run: read from `val_predictions.csv`, or, for runs
+    that predate it, computed once from the checkpoint (inference only) and saved beside it."""
+    run = RunDir(results_dir, str(run_id))
+    if run.val_predictions.is_file():
+        return pd.read_csv(run.val_predictions)
+    from nanogpt.checkpoints import load_checkpoint, model_from_checkpoint
+    from nanogpt.data import load_tokenized
+    from nanogpt.evaluate import positive_probabilities
+    from nanogpt.runtime import resolve_device, resolve_precision
+
+    ckpt = load_checkpoint(run.model)
+    cfg = ckpt["train_config"]
+    split = load_tokenized(cfg["source"], cfg["block_size"], cfg["truncation"], cfg["split_seed"],
+                           cfg["val_fraction"], cfg["head_fraction"])["validation"].subset(cfg.get("val_limit"))
+    model, criterion = model_from_checkpoint(ckpt, run.model, cfg.get("attention", "auto"))
+    device = resolve_device("cpu")
+    probs = positive_probabilities(model, criterion, split, device,
+                                   resolve_precision(cfg.get("precision", "auto"), device),
+                                   cfg["eval_batch_size"], cfg["pad_multiple"])
+    return run.write_val_predictions(split.labels, probs)
+
+
+def study_checkpoints(results_dir: str | Path = "results",
+                      profile: str | None = None) -> dict[str, list[tuple[str, str]]]:
+    """For each loss, (label, checkpoint path) of its finished runs that kept weights, best accuracy first."""
+    runs = read_results(runs_csv(results_dir), finished_only=True)
+    out: dict[str, list[tuple[str, str]]] = {}
+    if runs.empty:
+        return out
+    if profile is not None:
+        runs = runs[runs["profile"] == profile]
+    for loss, group in runs.sort_values("val_accuracy", ascending=False).groupby("loss", sort=False):
+        models = [(r, RunDir(results_dir, str(r["run_id"])).model) for _, r in group.iterrows()]
+        options = [(f"seed {r['seed']}: {100 * r['val_accuracy']:.2f}% val", str(path))
+                   for r, path in models if path.is_file()]
+        if options:
+            out[str(loss)] = options
+    return out

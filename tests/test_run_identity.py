@@ -1,0 +1,304 @@
+"""Nothing stale, nothing stranded: each failure of issue 15 reproduced, then shown fixed."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_config
+from nanogpt.__main__ import main
+from nanogpt.checkpoints import CheckpointError
+from nanogpt.data import DataValidationError, load_imdb
+from nanogpt.results import read_results, runs_csv
+from nanogpt.rundir import RunDir, finished_run_ids
+from nanogpt.study import run_configs
+from nanogpt.train import train
+
+RESUMABLE = dict(train_limit=256, val_limit=64, batch_size=8, max_steps=16, eval_interval=8, checkpoint_interval=4)
+TINY = dict(block_size=64, n_layer=1, n_head=2, n_embd=32, dropout=0.0, gelu="none", batch_size=8, max_steps=4,
+            warmup_steps=1, eval_interval=2, learning_rate=2e-3)
+
+
+def _csv(path, n, offset=0):
+    reviews = load_imdb()["train"].select(range(offset, offset + n)).to_pandas()
+    reviews.to_csv(path, index=False)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------- 1. identity
+
+
+def test_editing_a_csv_in_place_is_a_new_run_and_moving_it_is_not(tmp_path):
+    out = tmp_path / "results"
+    data = _csv(tmp_path / "mine.csv", 40)
+    first = train(tiny_config(tmp_path, source=data, train_limit=None, val_limit=None, **TINY))
+    assert first.row["n_train"] == 32 and first.row["n_val"] == 8
+
+    _csv(tmp_path / "mine.csv", 400)  # same path, new content: not the same computation
+    cfg = tiny_config(tmp_path, source=data, train_limit=None, val_limit=None, **TINY)
+    assert cfg.run_id() != first.run_id and cfg.run_id() not in finished_run_ids(out)
+    rows = run_configs([cfg], out, quiet=True)
+    assert rows["n_train"].tolist() == [320] and rows["n_val"].tolist() == [80]
+
+    moved = tmp_path / "elsewhere" / "renamed.csv"
+    moved.parent.mkdir()
+    shutil.copy(data, moved)  # same content under another path: the same computation, reused
+    assert tiny_config(tmp_path, source=str(moved), train_limit=None, val_limit=None, **TINY).run_id() == cfg.run_id()
+
+
+def test_precision_is_part_of_the_identity(tmp_path):
+    fp32, bf16 = (tiny_config(tmp_path, precision=p) for p in ("fp32", "bf16"))
+    assert fp32.run_id() != bf16.run_id()
+    from nanogpt.runtime import cpu_has_fast_bf16
+
+    auto = tiny_config(tmp_path, precision="auto")  # "auto" is whatever this machine resolves it to
+    assert auto.run_id() == (bf16 if cpu_has_fast_bf16() else fp32).run_id()
+
+
+# ---------------------------------------------------------------------------------------- 2. resume
+
+
+class _Killed(Exception):
+    pass
+
+
+def _interrupted_run(tmp_path, monkeypatch, **changes):
+    """A run stopped after its state was saved at step 8 (as a SIGKILL would leave it)."""
+    from nanogpt import train as train_module
+
+    real = train_module.learning_rate_at
+
+    def stop_at_10(step, cfg):
+        if step == 10:
+            raise _Killed()
+        return real(step, cfg)
+
+    cfg = tiny_config(tmp_path, **{**RESUMABLE, **changes})
+    monkeypatch.setattr(train_module, "learning_rate_at", stop_at_10)
+    with pytest.raises(_Killed):
+        train(cfg)
+    monkeypatch.setattr(train_module, "learning_rate_at", real)
+    return cfg
+
+
+@pytest.mark.parametrize("spelling", ["trailing_slash", "relative", "moved", "other_interval"])
+def test_resume_finds_its_state_however_the_folder_is_spelled(tmp_path, monkeypatch, spelling):
+    reference = train(tiny_config(tmp_path / "ref", **RESUMABLE))
+    cfg = _interrupted_run(tmp_path, monkeypatch)
+    out = tmp_path / "results"
+    assert torch.load(RunDir(out, cfg.run_id()).state, weights_only=True)["step"] == 8
+    if spelling == "trailing_slash":
+        cfg = cfg.replace(out_dir=str(out) + "/")
+    elif spelling == "relative":
+        monkeypatch.chdir(tmp_path)
+        cfg = cfg.replace(out_dir="results")
+    elif spelling == "moved":
+        shutil.move(str(out), str(tmp_path / "moved"))
+        cfg = cfg.replace(out_dir=str(tmp_path / "moved"))
+    else:
+        cfg = cfg.replace(checkpoint_interval=7)
+    resumed = train(cfg, resume=True)
+    assert resumed.val_accuracy == reference.val_accuracy and resumed.val_loss == reference.val_loss
+    assert not RunDir(cfg.out_dir, cfg.run_id()).state.exists()
+
+
+# ---------------------------------------------------------------------------------------- 3. sizes
+
+
+def test_training_split_smaller_than_a_batch_is_one_clear_error(tmp_path):
+    with pytest.raises(DataValidationError, match=r"training split has 16 reviews \(train_limit=16\), fewer "
+                                                  r"than one batch of 32.*batch_size=16"):
+        train(tiny_config(tmp_path, train_limit=16, batch_size=32))
+    tiny = _csv(tmp_path / "ten.csv", 10)
+    with pytest.raises(DataValidationError, match="ten.csv: the training split has 8 reviews"):
+        train(tiny_config(tmp_path, source=tiny, train_limit=None, val_limit=None, batch_size=16))
+
+
+def test_too_few_rows_to_split_is_one_clear_error(tmp_path):
+    five = _csv(tmp_path / "five.csv", 5, offset=12_480)  # both classes, but too few to split 20% off
+    with pytest.raises(DataValidationError, match=r"five.csv: 5 reviews .* too few .* at least \d+"):
+        load_imdb(five)
+
+
+# ---------------------------------------------------------------------------------------- 4. disk
+
+
+def test_finished_run_leaves_no_state_and_stale_temp_files_are_cleaned(tmp_path, monkeypatch):
+    cfg = _interrupted_run(tmp_path, monkeypatch)
+    run = RunDir(cfg.out_dir, cfg.run_id())
+    stale = run.path / ".model.pt.abc123.tmp"  # what a write killed mid-way leaves
+    stale.write_bytes(b"half a file")
+    train(cfg, resume=True)
+    assert not stale.exists() and not run.state.exists()
+    index_tmp = runs_csv(cfg.out_dir).parent / ".runs.csv.xyz.tmp"
+    index_tmp.write_bytes(b"torn")
+    run_configs([cfg.replace(seed=1)], cfg.out_dir, quiet=True)
+    assert not index_tmp.exists()
+
+
+@pytest.mark.parametrize("keep", ["final", "half", "none", "all"])
+def test_keep_bounds_the_disk_and_never_changes_the_numbers(tmp_path, keep):
+    from nanogpt.predict import Classifier
+
+    full = train(tiny_config(tmp_path / "full", max_steps=6, eval_interval=3, checkpoint_interval=3))
+    result = train(tiny_config(tmp_path / keep, max_steps=6, eval_interval=3, checkpoint_interval=3, keep=keep))
+    assert result.run_id == full.run_id and result.val_accuracy == full.val_accuracy  # keep is not identity
+    run = RunDir(tmp_path / keep / "results", result.run_id)
+    assert run.finished_row() is not None and run.val_predictions.is_file()
+    assert run.state.exists() == (keep == "all")
+    if keep == "none":
+        assert not run.model.exists()
+        return
+    size, full_size = run.model.stat().st_size, full.checkpoint.stat().st_size
+    if keep == "half":
+        assert size < 0.6 * full_size
+        texts = ["A wonderful film.", "Awful."]
+        half_p = Classifier.load(run.model).predict(texts).probabilities
+        assert half_p == pytest.approx(Classifier.load(full.checkpoint).predict(texts).probabilities, abs=2e-3)
+    else:
+        assert size == full_size
+
+
+# ---------------------------------------------------------------------------------------- 5. the index
+
+
+def test_garbage_index_is_rebuilt_from_the_run_folders(tmp_path, capsys):
+    configs = [tiny_config(tmp_path, seed=s, **TINY) for s in (0, 1)]
+    run_configs(configs, configs[0].out_dir, quiet=True)
+    csv = runs_csv(configs[0].out_dir)
+    good = read_results(csv)
+    csv.write_bytes(b"\xff\xfe\x00garbage\x00\x81" * 100)
+    rows = run_configs(configs, configs[0].out_dir)
+    out = capsys.readouterr().out
+    assert "runs.csv is not a readable results index" in out and "rebuilt it from 2 run folder(s)" in out
+    assert "2 already finished, 0 to train" in out
+    assert sorted(rows["run_id"]) == sorted(good["run_id"])
+    assert rows.set_index("run_id")["val_accuracy"].to_dict() == good.set_index("run_id")["val_accuracy"].to_dict()
+
+
+def test_row_torn_inside_its_config_is_not_accepted(tmp_path, capsys):
+    from nanogpt.results import ResultsIndexError
+
+    cfg = tiny_config(tmp_path, **TINY)
+    run_configs([cfg], cfg.out_dir, quiet=True)
+    csv = runs_csv(cfg.out_dir)
+    text = csv.read_text()
+    cut = text.index('""n_embd""')  # the row ends inside its quoted config JSON
+    csv.write_text(text[:cut] + '"\n')
+    with pytest.raises(ResultsIndexError, match="runs.csv"):
+        read_results(csv)
+    rows = run_configs([cfg], cfg.out_dir)
+    assert "rebuilt" in capsys.readouterr().out and len(rows) == 1
+
+
+def test_truncated_or_replaced_weights_do_not_count_as_finished(tmp_path):
+    cfg = tiny_config(tmp_path, **TINY)
+    first = train(cfg)
+    run = RunDir(cfg.out_dir, cfg.run_id())
+    data = run.model.read_bytes()
+    run.model.write_bytes(data[: len(data) // 2])
+    assert cfg.run_id() not in finished_run_ids(cfg.out_dir)
+    rows = run_configs([cfg], cfg.out_dir, quiet=True)  # trained again, not trusted
+    assert rows["val_accuracy"].tolist() == [first.val_accuracy]
+    assert cfg.run_id() in finished_run_ids(cfg.out_dir)
+
+
+# ---------------------------------------------------------------------------------------- 6. smaller ones
+
+
+def test_random_bytes_checkpoint_never_suggests_weights_only_false(tmp_path):
+    from nanogpt.predict import Classifier
+
+    path = tmp_path / "random.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CheckpointError) as info:
+        Classifier.load(path)
+    assert "weights_only" not in str(info.value) and "random.pt" in str(info.value)
+
+
+def test_classify_dash_reads_reviews_from_stdin(tiny_run, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("A wonderful film.\n\nDreadful, boring.\n"))
+    assert main(["classify", "--checkpoint", str(tiny_run["ce"].checkpoint), "--json", "-"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in records] == ["A wonderful film.", "Dreadful, boring."]
+
+
+def test_profile_name_cannot_leave_the_results_folder(tmp_path):
+    with pytest.raises(ValueError, match="profile name"):
+        tiny_config(tmp_path, profile="../../../x").validate()
+    from nanogpt.rundir import RunFolderError
+
+    with pytest.raises(RunFolderError):
+        RunDir(tmp_path, "../x")
+
+
+@pytest.mark.parametrize("field, option", [("out_dir", "--out"), ("quiet", "--quiet"), ("seed", "--seed"),
+                                           ("max_steps", "--steps")])
+def test_set_refuses_fields_with_their_own_option(capsys, field, option):
+    assert main(["train", "--loss", "ce", "--set", f"{field}=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--set {field}: use {option}" in err
+
+
+def test_cli_loss_choices_match_the_criteria():
+    from nanogpt.__main__ import LOSS_CHOICES
+    from nanogpt.losses import LOSS_NAMES
+
+    assert LOSS_CHOICES == LOSS_NAMES
+
+
+def _tiny_cli(out, *extra):
+    args = [sys.executable, "-m", "nanogpt", *extra, "--profile", "smoke", "--out", str(out)]
+    if "--steps" not in extra:
+        args += ["--steps", str(TINY["max_steps"])]
+    for k, v in dict(TINY, train_limit=256, val_limit=64).items():
+        if k != "max_steps":
+            args += ["--set", f"{k}={v}"]
+    return args
+
+
+@pytest.mark.slow
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    out = tmp_path / "results"
+    args = _tiny_cli(out, "train", "--loss", "ce", "--quiet", "--steps", "100000")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("runs/*/")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_importing_is_one_line(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "nanogpt", "classify", "--checkpoint", "x.pt", "hi"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)  # inside `import torch`
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and err.count("\n") <= 1
+
+
+@pytest.mark.slow
+def test_two_studies_on_one_folder_split_the_work(tmp_path):
+    out = tmp_path / "results"
+    args = _tiny_cli(out, "study", "--no-notebooks", "--seeds", "0-2")
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outputs]
+    trained = sum(o.count("parameters (") for o, _ in outputs)  # one line per run actually trained
+    assert trained == 6, [o for o, _ in outputs]
+    runs = read_results(runs_csv(out))
+    assert len(runs) == 6 and runs["run_id"].nunique() == 6
