@@ -105,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", help="train both losses over the profile's seeds, then compare")
     p.add_argument("--seeds", default=None, help="e.g. 0-4 or 0,1,2 (default: the profile's seeds)")
-    p.add_argument("--losses", default="ce,bce", help="comma-separated subset of ce,bce (with --no-notebooks)")
+    p.add_argument("--losses", default="ce,bce", help="comma-separated subset of ce,bce (with --no-notebooks); "
+                                                       "with --design paired, arms among ce,bce,bce-head2x")
+    p.add_argument("--design", default="fixed", choices=("fixed", "resplit", "paired"),
+                   help="fixed: the split is fixed, the training seed varies (default); resplit: the split varies "
+                        "with the seed; paired: CE started as the BCE function of the same seed (with --no-notebooks)")
     p.add_argument("--no-notebooks", action="store_true",
                    help="train and print the table only, without executing the notebooks")
     p.add_argument("--figures", default="figures", help="where the notebooks write figures (default: figures)")
@@ -167,15 +171,21 @@ def cmd_study(args) -> int:
     try:
         seeds = parse_seeds(args.seeds) if args.seeds is not None else None
         losses = tuple(x.strip() for x in args.losses.split(",") if x.strip())
-        bad = [x for x in losses if x not in LOSS_CHOICES]
+        allowed = LOSS_CHOICES + (("bce-head2x",) if args.design == "paired" else ())
+        bad = [x for x in losses if x not in allowed]
         if bad or not losses:
-            raise ValueError(f"Bad --losses {args.losses!r}: use a subset of {','.join(LOSS_CHOICES)}.")
+            raise ValueError(f"Bad --losses {args.losses!r}: use a subset of {','.join(allowed)}.")
+        if args.design != "fixed" and not args.no_notebooks:
+            raise ValueError(f"--design {args.design} runs with --no-notebooks (the notebooks run the fixed design).")
         overrides = _run_overrides(args)
         prof.make_config("ce", 0, **overrides)  # validate before any training starts
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     if args.no_notebooks:
-        runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, **overrides)
+        if args.design == "paired" and args.losses == "ce,bce":
+            losses = ("ce", "bce", "bce-head2x")
+        runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, design=args.design,
+                         **overrides)
     else:
         from nanogpt.results import read_results
         from nanogpt.study import run_notebooks
@@ -190,7 +200,12 @@ def cmd_study(args) -> int:
         print("\nexecuted notebooks:\n" + "\n".join(f"  {p}" for p in executed.values()))
         print(f"figures: {args.figures}/")
     print()
-    print(format_comparison(runs))
+    if args.design == "fixed":
+        print(format_comparison(runs))
+    else:
+        from nanogpt.stats import arm_summary
+
+        print(f"Validation accuracy (%) per arm, design '{args.design}'\n" + arm_summary(runs).round(2).to_string())
     print(f"\nresults: {args.out}/runs.csv; checkpoints: {args.out}/runs/<run_id>/model.pt")
     return 0
 

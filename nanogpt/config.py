@@ -15,7 +15,12 @@ from nanogpt.tokens import TRUNCATIONS
 
 # Fields that say where, how loudly and with how much disk a run happens, not what it computes: left out of the
 # run id, and free to differ when an interrupted run is resumed.
-RUN_LOCAL_FIELDS = ("quiet", "out_dir", "cache_dir", "num_threads", "checkpoint_interval", "keep")
+RUN_LOCAL_FIELDS = ("quiet", "out_dir", "cache_dir", "num_threads", "checkpoint_interval", "keep", "log_interval")
+HEAD_INITS = ("independent", "paired")
+# Fields added after runs were already recorded, at the value that means "this feature is off": left out of the
+# identity at that value, so adding a field does not change the ids of the runs that came before it. A new
+# field goes here with its neutral value.
+IDENTITY_NEUTRAL = {"head_init": "independent", "head_lr_scale": 1.0, "head_weight_decay_scale": 1.0}
 KEEP = ("final", "half", "none", "all")  # what a finished run keeps on disk; see TrainConfig.keep
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -48,6 +53,10 @@ class TrainConfig:
     # do not record it. "auto": chunked matmul attention on CPU in bf16, else SDPA; "sdpa": always SDPA.
     attention: str = "auto"
     bias: bool = True
+    # "independent": the head's rows drawn at random (CE's two rows independently). "paired" (CE only): the
+    # head is built from the BCE head of the same seed (rows -w/2, w/2), so CE and BCE start as the same
+    # function with the same backbone, batches and dropout masks (see GPTClassifier.paired_ce_head).
+    head_init: str = "independent"
     # --- optimisation
     batch_size: int = 32
     max_steps: int = 1000  # fixed schedule length; the reported accuracy is taken at its end
@@ -58,10 +67,15 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.98
     grad_clip: float = 1.0  # max global grad norm; 0 disables
+    # The head's learning rate and weight decay relative to the rest. CE with a paired head equals BCE with
+    # head_lr_scale=2 and head_weight_decay_scale=0.5 step for step without clipping (tests/test_paired.py).
+    head_lr_scale: float = 1.0
+    head_weight_decay_scale: float = 1.0
     # --- evaluation and logging
     eval_interval: int = 200  # steps between validation passes (and one at the end)
     eval_batch_size: int = 64  # CPU, cpu profile model: 1,246 reviews/s at 64 against 1,016 at 128
     checkpoint_interval: int | None = None  # steps between resumable states; None = eval_interval
+    log_interval: int = 50  # steps between training-loss points of the learning curve (cheap: no validation)
     # --- hardware
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
     precision: str = "auto"  # "auto", "bf16" or "fp32"
@@ -87,6 +101,13 @@ class TrainConfig:
              f"profile name {self.profile!r} must be letters, digits, '_', '-' or '.', starting with a letter "
              "or digit (it names the run's folder).")
         need(self.keep in KEEP, f"keep must be one of {KEEP}, got {self.keep!r}.")
+        need(self.head_init in HEAD_INITS, f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}.")
+        need(self.head_init == "independent" or self.loss == "ce",
+             "head_init='paired' builds a CE head from the BCE one; a BCE run is always 'independent'.")
+        for name in ("head_lr_scale", "head_weight_decay_scale"):
+            need(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}.")
+        need(isinstance(self.log_interval, int) and self.log_interval >= 0,
+             f"log_interval must be an integer >= 0 (0: at validation passes only), got {self.log_interval!r}.")
         need(self.truncation in TRUNCATIONS, f"Unknown truncation {self.truncation!r}; use one of {TRUNCATIONS}.")
         need(self.pooling in POOLINGS, f"Unknown pooling {self.pooling!r}; use one of {POOLINGS}.")
         need(self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}, got {self.attention!r}.")
@@ -119,7 +140,8 @@ class TrainConfig:
         differ, so they never share an id)."""
         from nanogpt.runtime import resolve_device, resolve_precision
 
-        core = {k: v for k, v in asdict(self).items() if k not in RUN_LOCAL_FIELDS}
+        core = {k: v for k, v in asdict(self).items()
+                if k not in RUN_LOCAL_FIELDS and not (k in IDENTITY_NEUTRAL and v == IDENTITY_NEUTRAL[k])}
         device = resolve_device(self.device)
         core["device"] = device.type
         core["precision"] = resolve_precision(self.precision, device)
@@ -129,6 +151,13 @@ class TrainConfig:
     def run_id(self) -> str:
         """Deterministic: the same computation always gets the same id (so a study can skip it)."""
         return f"{self.profile}-{self.loss}-seed{self.seed}-{stable_digest(self.identity(), 8)}"
+
+    def arm(self) -> str:
+        """The study arm this run belongs to: the loss, and what differs from the standard recipe."""
+        name = self.loss + ("-paired" if self.head_init == "paired" else "")
+        if (self.head_lr_scale, self.head_weight_decay_scale) != (1.0, 1.0):
+            name += f"-headlr{self.head_lr_scale:g}-headwd{self.head_weight_decay_scale:g}"
+        return name
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

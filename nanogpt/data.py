@@ -194,6 +194,37 @@ def dedupe_report(source: str = "bundled") -> dict:
     return {"source": origin, "rows_read": len(raw), "duplicates_dropped": dropped, "rows_kept": len(kept)}
 
 
+def deduplicated_reviews(source: str = "bundled") -> tuple[str, pd.DataFrame, pd.DataFrame | None, str]:
+    """(origin, the source's labelled training reviews validated and deduplicated, its test reviews or None,
+    a description of what was read and dropped). Every split of a source is drawn from these rows."""
+    origin, raw, raw_test = _read_source(source)
+    test = None
+    if raw_test is not None:
+        test, _ = _dedupe(validate_reviews(raw_test, f"{origin} test"), f"{origin} test")
+    df, n_dropped = _dedupe(validate_reviews(raw, origin), origin)
+    return origin, df, test, f"{origin}; {len(raw)} rows read, {n_dropped} duplicate texts dropped"
+
+
+def split_indices(labels: np.ndarray, split_seed: int, val_fraction: float,
+                  origin: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of the stratified training and validation parts of reviews with these labels; depends on
+    the labels, split_seed and val_fraction only (never on a training seed)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
+    labels = np.asarray(labels)
+    counts = pd.Series(labels).value_counts()
+    if counts.min() < 2:
+        raise DataValidationError(f"{origin}: each class needs at least 2 reviews to split; found {counts.to_dict()}.")
+    needed = minimum_rows(val_fraction)
+    if len(labels) < needed:
+        raise DataValidationError(
+            f"{origin}: {len(labels)} reviews (after deduplication) are too few to split {val_fraction:.0%} off "
+            f"for validation with both classes on each side; need at least {needed}. Fix: give more labelled rows.")
+    train_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=val_fraction, random_state=split_seed,
+                                          stratify=labels, shuffle=True)
+    return train_idx, val_idx
+
+
 def load_imdb(
     source: str = "bundled",
     split_seed: int = DEFAULT_SPLIT_SEED,
@@ -206,51 +237,58 @@ def load_imdb(
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
-    origin, raw, raw_test = _read_source(source)
-    test = None
-    if raw_test is not None:
-        test, _ = _dedupe(validate_reviews(raw_test, f"{origin} test"), f"{origin} test")
-    df, n_dropped = _dedupe(validate_reviews(raw, origin), origin)
-    counts = df["label"].value_counts()
-    if counts.min() < 2:
-        raise DataValidationError(f"{origin}: each class needs at least 2 reviews to split; found {counts.to_dict()}.")
-    needed = minimum_rows(val_fraction)
-    if len(df) < needed:
-        raise DataValidationError(
-            f"{origin}: {len(df)} reviews (after deduplication) are too few to split {val_fraction:.0%} off for "
-            f"validation with both classes on each side; need at least {needed}. Fix: give more labelled rows.")
-    train_df, val_df = train_test_split(
-        df, test_size=val_fraction, random_state=split_seed, stratify=df["label"], shuffle=True
-    )
-    splits = {"train": train_df, "validation": val_df}
+    origin, df, test, description = deduplicated_reviews(source)
+    train_idx, val_idx = split_indices(df["label"].to_numpy(), split_seed, val_fraction, origin)
+    splits = {"train": df.iloc[train_idx], "validation": df.iloc[val_idx]}
     if test is not None:
         splits["test"] = test
     out = datasets.DatasetDict(
         {k: datasets.Dataset.from_pandas(v.reset_index(drop=True), preserve_index=False) for k, v in splits.items()}
     )
     for ds in out.values():
-        ds.info.description = f"{origin}; {len(raw)} rows read, {n_dropped} duplicate texts dropped"
+        ds.info.description = description
     return out
 
 
 # ------------------------------------------------------------------------------------------- tokenized
 
 
-def cache_key(source: str, split_seed: int, val_fraction: float, block_size: int, truncation: str,
-              head_fraction: float) -> str:
-    """Digest of everything that changes the cached arrays."""
+def cache_key(source: str, block_size: int, truncation: str, head_fraction: float) -> str:
+    """Digest of everything that changes the cached token arrays. The split is not among them: the cache holds
+    every deduplicated review once, and any split is cut from it in memory."""
     parts = {
         "format": CACHE_FORMAT,
-        "source": source if source in SOURCES else str(Path(source).resolve()),
         "data": source_fingerprint(source),
-        "split_seed": split_seed,
-        "val_fraction": val_fraction,
         "block_size": block_size,
         "truncation": truncation,
         "head_fraction": head_fraction if truncation == "head_tail" else None,
         "tokenizer": [TOKENIZER_NAME, VOCAB_BPE_SHA256, ENCODER_JSON_SHA256],
     }
     return stable_digest(parts, 20)
+
+
+def _read_cache(path: Path, verbose: bool) -> dict[str, TokenizedSplit] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:  # plain arrays only; never unpickle
+            names = sorted({k.split("__")[0] for k in z.files})
+            return {n: TokenizedSplit(z[f"{n}__tokens"], z[f"{n}__offsets"], z[f"{n}__labels"], z[f"{n}__full"])
+                    for n in names}
+    except Exception as exc:  # torn or foreign file: rebuild rather than trust it
+        if verbose:
+            print(f"cache {path} unreadable ({exc}); rebuilding")
+        return None
+
+
+def _clean_stale_temps(cache_dir: Path, older_than_s: float = 3600) -> None:
+    """Temporary files of cache writes killed mid-way (an hour old: no live writer takes that long)."""
+    for tmp in cache_dir.glob(".imdb-*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+        except OSError:
+            pass
 
 
 def load_tokenized(
@@ -263,42 +301,41 @@ def load_tokenized(
     cache_dir: str | Path | None = None,
     verbose: bool = False,
 ) -> dict[str, TokenizedSplit]:
-    """Tokenized splits, from `data/cache/` when this exact configuration was tokenized before."""
+    """Tokenized `train` and `validation` (and `test`) splits. The deduplicated reviews are tokenized once per
+    (data, block size, truncation) and cached under `data/cache/`; every split seed cuts its split from them."""
     cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
-    key = cache_key(source, split_seed, val_fraction, block_size, truncation, head_fraction)
-    path = cache_dir / f"imdb-{key}.npz"
-    if path.is_file():
+    path = cache_dir / f"imdb-{cache_key(source, block_size, truncation, head_fraction)}.npz"
+    corpus = _read_cache(path, verbose)
+    if corpus is None:
+        t0 = time.perf_counter()
+        origin, df, test, _ = deduplicated_reviews(source)
+        corpus = {"all": tokenize_texts(df["text"].tolist(), df["label"].to_numpy(), block_size, truncation,
+                                        head_fraction)}
+        if test is not None:
+            corpus["test"] = tokenize_texts(test["text"].tolist(), test["label"].to_numpy(), block_size, truncation,
+                                            head_fraction)
+        arrays = {}
+        for name, s in corpus.items():
+            arrays.update({f"{name}__tokens": s.tokens, f"{name}__offsets": s.offsets,
+                           f"{name}__labels": s.labels, f"{name}__full": s.full_lengths})
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _clean_stale_temps(cache_dir)
         try:
-            with np.load(path, allow_pickle=False) as z:  # plain arrays only; never unpickle
-                names = sorted({k.split("__")[0] for k in z.files})
-                return {
-                    n: TokenizedSplit(z[f"{n}__tokens"], z[f"{n}__offsets"], z[f"{n}__labels"], z[f"{n}__full"])
-                    for n in names
-                }
-        except Exception as exc:  # torn or foreign file: rebuild rather than trust it
-            if verbose:
-                print(f"cache {path} unreadable ({exc}); rebuilding")
-    t0 = time.perf_counter()
-    dsd = load_imdb(source, split_seed=split_seed, val_fraction=val_fraction)
-    out = {
-        name: tokenize_texts(ds["text"], ds["label"], block_size, truncation, head_fraction)
-        for name, ds in dsd.items()
-    }
-    arrays = {}
-    for name, s in out.items():
-        arrays.update({f"{name}__tokens": s.tokens, f"{name}__offsets": s.offsets,
-                       f"{name}__labels": s.labels, f"{name}__full": s.full_lengths})
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    try:
-        atomic_write_bytes(path, buf.getvalue())
-    except OSError as exc:
-        raise OSError(f"Could not write the token cache {path} ({exc}). Fix: free disk space or make "
-                      f"{cache_dir} writable.") from exc
-    if verbose:
-        n_cut = sum(int((s.full_lengths > block_size).sum()) for s in out.values())
-        print(f"tokenized {sum(len(s) for s in out.values())} reviews in {time.perf_counter() - t0:.1f}s -> {path}; "
-              f"{n_cut} longer than {block_size} tokens were truncated ({truncation})")
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError as exc:
+            raise OSError(f"Could not write the token cache {path} ({exc}). Fix: free disk space or make "
+                          f"{cache_dir} writable.") from exc
+        if verbose:
+            n_cut = sum(int((s.full_lengths > block_size).sum()) for s in corpus.values())
+            print(f"tokenized {sum(len(s) for s in corpus.values())} reviews in {time.perf_counter() - t0:.1f}s -> "
+                  f"{path}; {n_cut} longer than {block_size} tokens were truncated ({truncation})")
+    everything = corpus["all"]
+    train_idx, val_idx = split_indices(everything.labels, split_seed, val_fraction, str(source))
+    out = {"train": everything.take(train_idx), "validation": everything.take(val_idx)}
+    if "test" in corpus:
+        out["test"] = corpus["test"]
     return out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn as nn
@@ -173,14 +173,43 @@ class GPTClassifier(nn.Module):
     # ------------------------------------------------------------------------------------ optimisation
 
     def configure_optimizers(self, weight_decay: float, learning_rate: float, betas: tuple[float, float],
-                             device_type: str) -> torch.optim.AdamW:
-        """AdamW with decoupled weight decay on matrices (and embeddings) only; biases and norms undecayed."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+                             device_type: str, head_lr_scale: float = 1.0,
+                             head_weight_decay_scale: float = 1.0) -> torch.optim.AdamW:
+        """AdamW with decoupled weight decay on matrices (and embeddings) only; biases and norms undecayed.
+
+        Every group carries an `lr_scale` (the loop sets lr = schedule x lr_scale). With a head scale other
+        than 1 the head gets groups of its own: its learning rate times `head_lr_scale`, its weight decay
+        times `head_weight_decay_scale` (AdamW decays by lr x weight_decay, so both scales multiply it)."""
+        head = {id(p) for p in self.head.parameters()} if (head_lr_scale, head_weight_decay_scale) != (1, 1) else set()
+        params = [p for p in self.parameters() if p.requires_grad and id(p) not in head]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, "lr_scale": 1.0},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr_scale": 1.0}]
+        if head:
+            groups += [{"params": [self.head.weight], "lr_scale": head_lr_scale,
+                        "weight_decay": weight_decay * head_weight_decay_scale},
+                       {"params": [self.head.bias], "weight_decay": 0.0, "lr_scale": head_lr_scale}]
         fused = "fused" in inspect.signature(torch.optim.AdamW).parameters and device_type in ("cuda", "cpu")
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
+
+    def paired_ce_head(self) -> "GPTClassifier":
+        """Turn this 1-output (BCE) model into a 2-output (CE) model computing exactly the same function.
+
+        CE over logits (a, b) is BCE over b - a, so rows (-w/2, w/2) and biases (-c/2, c/2) give a CE head whose
+        logit difference is the BCE head's logit w.h + c. A CE model built this way from the same seed as a
+        BCE model shares its backbone and its initial predictions, and (having drawn the same random numbers)
+        its dropout masks and batches: what is left between the two is how the optimiser sees the head."""
+        if self.config.n_outputs != 1:
+            raise ValueError("paired_ce_head starts from a 1-output (BCE) model.")
+        w, c = self.head.weight.detach(), self.head.bias.detach()
+        rng = torch.get_rng_state()  # nn.Linear draws an init we overwrite: leave the stream as BCE's is
+        head = nn.Linear(self.config.n_embd, 2).to(w.device, w.dtype)
+        torch.set_rng_state(rng)
+        with torch.no_grad():
+            head.weight.copy_(torch.cat([-w / 2, w / 2]))
+            head.bias.copy_(torch.cat([-c / 2, c / 2]))
+        self.head = head
+        self.config = replace(self.config, n_outputs=2)
+        return self
 
     # -------------------------------------------------------------------------------- Hugging Face GPT-2
 

@@ -86,9 +86,11 @@ def plot_learning_curves(nb: Notebook, runs: pd.DataFrame, loss: str, name: str)
     history = load_histories(nb.results_dir, runs)
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for ax, column, label in zip(axes, ["train_loss", "val_loss", "val_accuracy"],
-                                 ["training loss (mean since last evaluation)", "validation loss",
+                                 ["training loss (mean over the steps since the previous point)", "validation loss",
                                   "validation accuracy"]):
-        sns.lineplot(data=history, x="step", y=column, hue="seed", palette="viridis", marker="o", ax=ax)
+        points = history.dropna(subset=[column])  # training loss every log_interval steps, validation less often
+        sns.lineplot(data=points, x="step", y=column, hue="seed", palette="viridis",
+                     marker="o" if column != "train_loss" else None, ax=ax)
         ax.set(title=label, xlabel="training step", ylabel=label.split(" (")[0])
     fig.suptitle(f"{loss.upper()} on profile '{nb.profile}': learning curves per seed", y=1.03)
     nb.save(fig, name)

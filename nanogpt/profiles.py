@@ -1,4 +1,5 @@
-"""Named configurations: `smoke` (CI), `cpu` (a real result on a laptop-class CPU), `paper` (GPU).
+"""Named configurations: `smoke` (CI), `fast` (hundreds of runs for the powered study), `cpu` (a real result on a
+laptop-class CPU), `paper` (GPU).
 
 A profile is a TrainConfig with every choice written down, plus the seeds its default study runs. The loss
 and the seed are filled in per run; everything else is fixed by the profile, so runs of one profile differ
@@ -20,8 +21,8 @@ class Profile:
     config: TrainConfig
     seeds: tuple[int, ...]  # the seeds `study` runs by default, for each loss
 
-    def make_config(self, loss: str, seed: int, **overrides) -> TrainConfig:
-        return self.config.replace(loss=loss, seed=seed, profile=self.name, **overrides).validate()
+    def make_config(self, loss: str = "ce", seed: int = 0, **overrides) -> TrainConfig:
+        return self.config.replace(**{"loss": loss, "seed": seed, "profile": self.name, **overrides}).validate()
 
 
 SMOKE = Profile(
@@ -69,6 +70,28 @@ CPU = Profile(
     ),
 )
 
+FAST = Profile(
+    name="fast",
+    description="many runs for the powered study: ~18 s per run on 2 CPU cores, full split, ~86% accuracy",
+    seeds=tuple(range(100)),  # the powered study: 100 runs per loss on the fixed split
+    config=TrainConfig(
+        profile="fast",
+        block_size=128,  # head_tail at 128: 600 steps -> CE 86.8%, BCE 85.9% (seed 0); 400 steps: 84.6 / 83.8%
+        n_layer=1,
+        n_head=2,
+        n_embd=64,
+        dropout=0.0,  # 600 steps is under one epoch: nothing to regularise
+        gelu="none",
+        pooling="last",
+        batch_size=32,
+        max_steps=600,  # 0.96 epochs; 18 s wall per run in one process on 2 cores (fp32, 135-150k tokens/s)
+        learning_rate=2e-3,
+        warmup_steps=60,
+        eval_interval=600,  # one validation pass, at the end; the training loss is logged every 50 steps
+        precision="fp32",  # pinned, so runs from machines with and without bf16 are one population
+    ),
+)
+
 PAPER = Profile(
     name="paper",
     description="GPU: a larger model and a longer schedule, 10 seeds per loss",
@@ -91,7 +114,7 @@ PAPER = Profile(
     ),
 )
 
-PROFILES = {p.name: p for p in (SMOKE, CPU, PAPER)}
+PROFILES = {p.name: p for p in (SMOKE, FAST, CPU, PAPER)}
 
 
 def get_profile(name: str) -> Profile:

@@ -36,7 +36,8 @@ def result_row(cfg, run_id: str, n_train: int, n_val: int, device: str, precisio
 
     from nanogpt.data import source_fingerprint
 
-    row = {"run_id": run_id, "status": status, "loss": cfg.loss, "seed": cfg.seed, "profile": cfg.profile,
+    row = {"run_id": run_id, "status": status, "loss": cfg.loss, "arm": cfg.arm(), "seed": cfg.seed,
+           "profile": cfg.profile,
            "source": cfg.source, "split_seed": cfg.split_seed, "n_train": n_train, "n_val": n_val,
            "val_accuracy": float("nan"), "val_loss": float("nan"), "roc_auc": float("nan"), "ece": float("nan"),
            "f1": float("nan"), "steps": cfg.max_steps, "train_seconds": float("nan"),
@@ -115,6 +116,37 @@ def finished(runs: pd.DataFrame) -> pd.DataFrame:
         return runs
     ok = runs["status"].fillna("ok").eq("ok") if "status" in runs.columns else pd.Series(True, index=runs.index)
     return runs[ok & runs["val_accuracy"].notna()].reset_index(drop=True)
+
+
+def fixed_design(runs: pd.DataFrame, split_seed: int = 1337) -> pd.DataFrame:
+    """Rows of the fixed design: the standard arms (plain CE and BCE, not the paired ones) on the fixed split."""
+    if runs.empty:
+        return runs
+    keep = runs["split_seed"] == split_seed if "split_seed" in runs.columns else pd.Series(True, index=runs.index)
+    if "arm" in runs.columns:
+        keep &= runs["arm"].fillna(runs["loss"]) == runs["loss"]
+    return runs[keep].reset_index(drop=True)
+
+
+def one_population(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows of the largest (device, precision) population, and a note naming any others left out: bf16 and
+    fp32 runs, or CPU and GPU runs, are never pooled silently."""
+    keys = [c for c in ("device", "precision") if c in runs.columns]
+    if runs.empty or not keys:
+        return runs, ""
+    groups = runs.groupby(keys, dropna=False)
+    if groups.ngroups == 1:
+        return runs, ""
+    sizes = groups.size().sort_values(ascending=False)
+    chosen = sizes.index[0] if isinstance(sizes.index[0], tuple) else (sizes.index[0],)
+    mask = pd.Series(True, index=runs.index)
+    for key, value in zip(keys, chosen):
+        mask &= runs[key] == value
+    others = ", ".join(f"{n} run(s) on {'/'.join(map(str, k if isinstance(k, tuple) else (k,)))}"
+                       for k, n in sizes.iloc[1:].items())
+    note = (f"Analysed: the {int(sizes.iloc[0])} runs on {'/'.join(map(str, chosen))}; left out, as a separate "
+            f"population: {others}.")
+    return runs[mask].reset_index(drop=True), note
 
 
 def folder_rows(out_dir: str | Path) -> pd.DataFrame:

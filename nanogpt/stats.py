@@ -36,6 +36,14 @@ def comparison_table(runs: pd.DataFrame, metric: str = "val_accuracy") -> pd.Dat
     return pd.DataFrame(rows).set_index("loss")
 
 
+def arm_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """n, mean, std, min, max and max-min of validation accuracy (percent) per study arm (e.g. 'ce-paired',
+    'bce', 'bce-headlr2-headwd0.5'); rows without an arm column are grouped by loss."""
+    runs = finished(runs)
+    key = "arm" if "arm" in runs.columns else "loss"
+    return pd.DataFrame([{key: arm, **summarize(g["val_accuracy"])} for arm, g in runs.groupby(key)]).set_index(key)
+
+
 def welch_test(a, b) -> dict:
     """Welch's unequal-variance t-test of mean(a) - mean(b) (accuracies as fractions; difference in points)."""
     a = np.asarray(a, dtype=np.float64)

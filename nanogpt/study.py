@@ -35,15 +35,45 @@ def parse_seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def run_study(profile: str, seeds: list[int] | None = None, losses=LOSS_NAMES, out_dir: str | Path = "results",
-              quiet: bool = False, **overrides) -> pd.DataFrame:
-    """Train every (loss, seed) of the study not yet finished; return the rows of this study's runs."""
+# A study's design says what varies between its runs (issue: sources of variance, paired runs).
+#   fixed    the training seed varies (init, dropout, batch order); the validation split is fixed (split seed 1337)
+#   resplit  the split varies with the training seed (split seed RESPLIT_OFFSET + seed): what a study that
+#            re-splits for every run sees
+#   paired   per seed: BCE; CE with its head built from that BCE head (same function, backbone, batches and
+#            dropout masks at step 0); and BCE with CE's effective head step (head lr x2, head decay x0.5)
+DESIGNS = ("fixed", "resplit", "paired")
+RESPLIT_OFFSET = 10_000
+PAIRED_ARMS = {"ce": dict(loss="ce", head_init="paired"), "bce": dict(loss="bce"),
+               "bce-head2x": dict(loss="bce", head_lr_scale=2.0, head_weight_decay_scale=0.5)}
+
+
+def design_configs(profile: str, design: str = "fixed", seeds: list[int] | None = None, losses=LOSS_NAMES,
+                   out_dir: str | Path = "results", quiet: bool = False, **overrides) -> list[TrainConfig]:
+    """The runs of a study: one config per (arm, seed) of `design` (see DESIGNS). In the paired design
+    `losses` may also name the arm 'bce-head2x'; by default it runs all three arms."""
+    if design not in DESIGNS:
+        raise ValueError(f"Unknown design {design!r}; use one of {DESIGNS}.")
     prof = get_profile(profile)
     seeds = list(prof.seeds) if seeds is None else seeds
-    configs = [prof.make_config(loss, seed, out_dir=str(out_dir), quiet=quiet, **overrides)
-               for loss in losses for seed in seeds]
+    common = dict(out_dir=str(out_dir), quiet=quiet, **overrides)
+    if design == "paired":
+        arms = tuple(PAIRED_ARMS) if tuple(losses) == LOSS_NAMES else tuple(losses)
+        unknown = [a for a in arms if a not in PAIRED_ARMS]
+        if unknown:
+            raise ValueError(f"Unknown arm(s) {unknown} of the paired design; use {tuple(PAIRED_ARMS)}.")
+        return [prof.make_config(seed=seed, **{**common, **PAIRED_ARMS[arm]}) for arm in arms for seed in seeds]
+    split = (lambda seed: {"split_seed": RESPLIT_OFFSET + seed}) if design == "resplit" else (lambda seed: {})
+    return [prof.make_config(loss, seed, **{**common, **split(seed)}) for loss in losses for seed in seeds]
+
+
+def run_study(profile: str, seeds: list[int] | None = None, losses=LOSS_NAMES, out_dir: str | Path = "results",
+              quiet: bool = False, design: str = "fixed", **overrides) -> pd.DataFrame:
+    """Train every run of the study not yet finished; return the rows of this study's runs."""
+    configs = design_configs(profile, design, seeds, losses, out_dir, quiet, **overrides)
     if not quiet:
-        print(f"study '{profile}': {len(configs)} runs ({', '.join(losses)} x seeds {seeds})")
+        arms = sorted({c.arm() for c in configs})
+        print(f"study '{profile}', design '{design}': {len(configs)} runs ({', '.join(arms)} x "
+              f"{len(configs) // len(arms)} seeds)")
     return run_configs(configs, out_dir, quiet)
 
 
@@ -63,7 +93,7 @@ def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = F
     deferred, failed = [], []
     for i, cfg in enumerate(todo, 1):
         if not quiet:
-            print(f"[{i}/{len(todo)}] {cfg.loss} seed {cfg.seed}")
+            print(f"[{i}/{len(todo)}] {cfg.arm()} seed {cfg.seed}")
         outcome = _train_one(cfg, quiet)
         (deferred if outcome == "claimed" else failed if outcome == "failed" else []).append(cfg)
     for cfg in deferred:  # wait for the other process; train what it left unfinished

@@ -40,6 +40,16 @@ class TokenizedSplit:
         labels = None if self.labels is None else self.labels[:n]
         return TokenizedSplit(self.tokens[: self.offsets[n]], self.offsets[: n + 1], labels, self.full_lengths[:n])
 
+    def take(self, idx) -> "TokenizedSplit":
+        """The reviews at positions `idx`, in that order, packed anew."""
+        idx = np.asarray(idx, dtype=np.int64)
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(self.lengths[idx], out=offsets[1:])
+        tokens = (np.concatenate([self.tokens[self.offsets[i]: self.offsets[i + 1]] for i in idx]) if len(idx)
+                  else self.tokens[:0])
+        labels = None if self.labels is None else self.labels[idx]
+        return TokenizedSplit(tokens, offsets, labels, self.full_lengths[idx])
+
 
 def truncate_ids(ids: list[int], block_size: int, truncation: str, head_fraction: float = 0.25) -> list[int]:
     """Cut a review to block_size tokens: keep its head, its tail, or both (head_fraction of the block first).

@@ -53,6 +53,8 @@ class RunClaimedError(RuntimeError):
 
 def build_model(cfg: TrainConfig, n_outputs: int) -> GPTClassifier:
     """The classifier `cfg` trains, with the attention kernel it asks for (random or GPT-2 backbone)."""
+    if cfg.head_init == "paired":  # draw exactly what the BCE model of this seed draws, then pair its head
+        return build_model(cfg.replace(head_init="independent"), 1).paired_ce_head()
     mc = cfg.model_config(n_outputs)
     if cfg.init == "gpt2":
         return GPTClassifier.from_pretrained_gpt2(mc, attention=cfg.attention)
@@ -128,7 +130,7 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool) -> RunResult:
     model = build_model(cfg, criterion.n_outputs).to(device)
     raw_model = model  # the uncompiled module is what gets saved
     optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
-                                               device.type)
+                                               device.type, cfg.head_lr_scale, cfg.head_weight_decay_scale)
     history: list[dict] = []
     start_step, train_tokens, train_seconds, interval_loss, interval_n = 0, 0, 0.0, 0.0, 0
     state = _load_state(run.state, cfg, run_id) if resume else None
@@ -169,7 +171,9 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool) -> RunResult:
     batches = infinite_batches(train_split.lengths, cfg.batch_size, cfg.seed, skip=start_step)
     checkpoint_every = cfg.checkpoint_interval or cfg.eval_interval
     probs, val_loss = None, float("nan")
-    last_val_acc = history[-1]["val_accuracy"] if history else float("nan")
+    evaluated = [h for h in history if not math.isnan(h["val_accuracy"])]
+    last_val_acc = evaluated[-1]["val_accuracy"] if evaluated else float("nan")
+    last_saved = start_step
     tps = train_tokens / train_seconds if train_seconds else 0.0
     bar = tqdm(total=cfg.max_steps, initial=start_step, desc=f"{cfg.loss} seed {cfg.seed}", disable=cfg.quiet,
                unit="step", dynamic_ncols=True)
@@ -178,14 +182,14 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool) -> RunResult:
         t0 = time.perf_counter()
         lr = learning_rate_at(step, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         x, lengths, y = (t.to(device, non_blocking=True) for t in collate(train_split, next(batches), cfg.pad_multiple))
         with autocast(device, precision):
             logits = model(x, lengths)
         loss = criterion.loss(logits, y)
         if not torch.isfinite(loss):
             bar.close()
-            kept = f"; the last good state (step {history[-1]['step']}) is kept in {run.state}" if history else ""
+            kept = f"; the last good state (step {last_saved}) is kept in {run.state}" if last_saved else ""
             fail(f"run {run_id}: loss became {loss.item()} at step {step} (learning rate {lr:.3g}){kept}. "
                  "Hint: lower --set learning_rate, keep grad_clip > 0, or use --precision fp32.", step)
         optimizer.zero_grad(set_to_none=True)
@@ -200,16 +204,20 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool) -> RunResult:
         interval_n += 1
         tps = train_tokens / max(train_seconds, 1e-9)
         done = step + 1
-        if done % cfg.eval_interval == 0 or done == cfg.max_steps:
-            probs, val_loss = evaluate(model, criterion, val_split, device, precision, cfg.eval_batch_size,
-                                       cfg.pad_multiple)
-            last_val_acc = float(np.mean((probs > 0.5) == val_split.labels))
-            history.append({"step": done, "train_loss": interval_loss / interval_n, "val_loss": val_loss,
-                            "val_accuracy": last_val_acc, "lr": lr, "tokens_per_second": tps,
-                            "train_seconds": train_seconds})
+        evaluate_now = done % cfg.eval_interval == 0 or done == cfg.max_steps
+        if evaluate_now or (cfg.log_interval and done % cfg.log_interval == 0):
+            point = {"step": done, "train_loss": interval_loss / interval_n, "val_loss": float("nan"),
+                     "val_accuracy": float("nan"), "lr": lr, "tokens_per_second": tps, "train_seconds": train_seconds}
+            if evaluate_now:
+                probs, val_loss = evaluate(model, criterion, val_split, device, precision, cfg.eval_batch_size,
+                                           cfg.pad_multiple)
+                last_val_acc = float(np.mean((probs > 0.5) == val_split.labels))
+                point.update(val_loss=val_loss, val_accuracy=last_val_acc)
+            history.append(point)  # the training loss is the mean since the previous point
             interval_loss, interval_n = 0.0, 0
         if done % checkpoint_every == 0 and done < cfg.max_steps:
             save_state(done)
+            last_saved = done
         bar.set_postfix(loss=f"{loss_value:.3f}", val_acc=f"{last_val_acc:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
         bar.update(1)
     bar.close()

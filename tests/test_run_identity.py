@@ -302,3 +302,15 @@ def test_two_studies_on_one_folder_split_the_work(tmp_path):
     assert trained == 6, [o for o, _ in outputs]
     runs = read_results(runs_csv(out))
     assert len(runs) == 6 and runs["run_id"].nunique() == 6
+
+
+def test_fields_added_later_leave_earlier_ids_alone(tmp_path):
+    """A run recorded before head_init and the head scales existed keeps its id: at their neutral values those
+    fields are not part of the identity; any other value is."""
+    from nanogpt.config import IDENTITY_NEUTRAL
+
+    cfg = tiny_config(tmp_path)
+    identity = cfg.identity()
+    assert not set(IDENTITY_NEUTRAL) & set(identity)
+    assert tiny_config(tmp_path, head_lr_scale=2.0).run_id() != cfg.run_id()
+    assert tiny_config(tmp_path, head_init="paired").run_id() != cfg.run_id()

@@ -93,7 +93,7 @@ def seconds_to_accuracy(cfg, target: float = 0.85, eval_interval: int = 100) -> 
         t0 = time.perf_counter()
         result = train(cfg.replace(out_dir=tmp, quiet=True, eval_interval=eval_interval))
         wall = time.perf_counter() - t0
-    h = result.history
+    h = result.history.dropna(subset=["val_accuracy"])  # validation passes only, not training-loss points
     hit = h[h["val_accuracy"] >= target]
     if hit.empty:
         return None, None
