@@ -6,23 +6,30 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: study test test-fast setup clean-cache powered-study
+.PHONY: study test test-fast setup browser clean-cache powered-study
 
 setup: $(STAMP)
 
-# requirements-bench.txt includes requirements.txt and adds the bench's optional Hugging Face references.
-$(STAMP): requirements.txt requirements-bench.txt pyproject.toml
+# requirements-dev.txt includes requirements-bench.txt (which includes requirements.txt): the package, the
+# bench's optional Hugging Face references, and Playwright for the browser test.
+$(STAMP): requirements.txt requirements-bench.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-bench.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 study: $(STAMP)
 	$(PY) -m nanogpt study $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest $(ARGS)
+
+# Debian's Chromium for the browser test (tests/test_browser.py), installed once, when missing (needs root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq chromium >/dev/null; } || { echo "make browser: could not install Debian's chromium \
+	(apt-get needs root); install it and run make test again" >&2; exit 1; }
 
 # The edit loop: everything but the tests marked slow (the study, the bench, subprocesses, long runs).
 test-fast: $(STAMP)

@@ -198,7 +198,7 @@ def cmd_study(args) -> int:
         if seeds is not None:
             runs = runs[runs["seed"].isin(seeds)]
         print("\nexecuted notebooks:\n" + "\n".join(f"  {p}" for p in executed.values()))
-        print(f"figures: {args.figures}/")
+        print(f"figures: {args.figures}/{prof.name}/")
     print()
     if args.design == "fixed":
         print(format_comparison(runs))

@@ -7,8 +7,6 @@ independent of the training seed, so every run of a study is scored on the same 
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib.metadata
 import io
 import math
@@ -20,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from nanogpt.artifacts import atomic_write_bytes, stable_digest
+from nanogpt.artifacts import atomic_write_bytes, file_sha256, stable_digest
 from nanogpt.resources import package_data_dir
 from nanogpt.tokenizer import ENCODER_JSON_SHA256, TOKENIZER_NAME, VOCAB_BPE_SHA256
 from nanogpt.tokens import TokenizedSplit, tokenize_texts
@@ -132,18 +130,7 @@ def source_fingerprint(source: str) -> str:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such data file. Fix: give a CSV with columns text,label.")
-    stat = path.stat()
-    return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    """sha256 of a file, computed once per (path, size, modification time): a study asks for it per run."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    return "sha256:" + file_sha256(path)
 
 
 def data_identity(source: str) -> dict:

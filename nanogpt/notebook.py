@@ -40,10 +40,12 @@ class Notebook:
     overrides: dict = field(default_factory=dict)
 
     def save(self, fig, name: str) -> Path:
-        """Save a figure under figures_dir (and say where)."""
+        """Save a figure as figures_dir/<profile>/name (and say where): studies of different profiles never
+        overwrite each other's figures."""
         if self.figures_dir is None:
             raise P.ParameterError("this notebook was set up without figures_dir; pass it to setup().")
-        path = self.figures_dir / name
+        path = self.figures_dir / self.profile / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120, bbox_inches="tight")
         print(f"figure -> {path}")
         return path
@@ -65,6 +67,34 @@ def setup(profile, source="bundled", seeds=None, results_dir=None, figures_dir=N
     sns.set_theme(style="whitegrid", context="notebook")
     pd.set_option("display.precision", 4)
     return nb
+
+
+# ------------------------------------------------------------------------------- notebook 05
+
+DEMO_PROFILE = "smoke"
+
+
+def panel_checkpoints(nb: Notebook) -> dict[str, list[tuple[str, str]]]:
+    """The checkpoints of the study's finished runs of `nb.profile` for the review panel; when there are none
+    (a fresh clone), a quick CE/BCE pair of the smoke profile trained now into `<results_dir>/demo/`, so the
+    panel works before any study has run. The study's own results are never touched."""
+    from nanogpt.results import study_checkpoints
+
+    found = study_checkpoints(nb.results_dir, nb.profile)
+    if found:
+        return found
+    demo_dir = nb.results_dir / "demo"
+    demo = study_checkpoints(demo_dir, DEMO_PROFILE)
+    if set(demo) == {"ce", "bce"}:
+        print(f"No trained '{nb.profile}' models in {nb.results_dir}; using the quick demo pair in {demo_dir}.")
+        return demo
+    print(f"No trained '{nb.profile}' models in {nb.results_dir} yet (run notebooks 02 and 03 for them). "
+          f"Training a quick '{DEMO_PROFILE}'-profile CE/BCE pair into {demo_dir} so that the panel can be tried "
+          "now (measured on 2 cores: about 7 s a model with bf16, 17 s without):")
+    from nanogpt.study import run_study
+
+    run_study(DEMO_PROFILE, seeds=[0], out_dir=demo_dir, source=nb.source)
+    return study_checkpoints(demo_dir, DEMO_PROFILE)
 
 
 # ------------------------------------------------------------------------------- notebooks 02 and 03

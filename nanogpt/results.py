@@ -207,12 +207,58 @@ def load_histories(results_dir: str | Path, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def predictions_archive(results_dir: str | Path, profile: str) -> Path:
+    """`results/val-predictions-<profile>.npz`: the validation predictions of a profile's runs, committed in
+    place of the run folders (which git ignores), so that notebook 04 runs on a fresh clone."""
+    return Path(results_dir) / f"val-predictions-{profile}.npz"
+
+
+def archive_val_predictions(results_dir: str | Path, profile: str, predictions: dict[str, pd.DataFrame]) -> Path:
+    """Write the archive: per run, P(positive) in float16 (1e-3 precise, enough for calibration plots) and the
+    labels as int8."""
+    import io
+
+    import numpy as np
+
+    from nanogpt.artifacts import atomic_write_bytes
+
+    arrays = {}
+    for run_id, df in sorted(predictions.items()):
+        arrays[f"p__{run_id}"] = df["positive_probability"].to_numpy(np.float16)
+        arrays[f"y__{run_id}"] = df["label"].to_numpy(np.int8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return atomic_write_bytes(predictions_archive(results_dir, profile), buf.getvalue())
+
+
+def _from_archive(results_dir: str | Path, run_id: str) -> pd.DataFrame | None:
+    import numpy as np
+
+    for path in sorted(Path(results_dir).glob("val-predictions-*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if f"p__{run_id}" in z.files:
+                    p, y = z[f"p__{run_id}"].astype(np.float64), z[f"y__{run_id}"].astype(np.int64)
+                    return pd.DataFrame({"row": np.arange(len(y)), "label": y, "positive_probability": p})
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def load_val_predictions(results_dir: str | Path, run_id: str) -> pd.DataFrame:
-    """P(positive) of every validation review for one run: read from `val_predictions.csv`, or, for runs
-    that predate it, computed once from the checkpoint (inference only) and saved beside it."""
+    """P(positive) of every validation review for one run: from its folder's `val_predictions.csv`, else from
+    a committed archive (`val-predictions-<profile>.npz`), else computed once from its checkpoint (inference
+    only) and saved in its folder. FileNotFoundError when none of the three is here."""
     run = RunDir(results_dir, str(run_id))
     if run.val_predictions.is_file():
         return pd.read_csv(run.val_predictions)
+    archived = _from_archive(results_dir, str(run_id))
+    if archived is not None:
+        return archived
+    if not run.model.is_file():
+        raise FileNotFoundError(f"run {run_id}: no validation predictions in {run.path} or in an archive "
+                                f"{predictions_archive(results_dir, '<profile>').name}, and no checkpoint to "
+                                "compute them from.")
     from nanogpt.checkpoints import load_checkpoint, model_from_checkpoint
     from nanogpt.data import load_tokenized
     from nanogpt.evaluate import positive_probabilities
@@ -228,6 +274,17 @@ def load_val_predictions(results_dir: str | Path, run_id: str) -> pd.DataFrame:
                                    resolve_precision(cfg.get("precision", "auto"), device),
                                    cfg["eval_batch_size"], cfg["pad_multiple"])
     return run.write_val_predictions(split.labels, probs)
+
+
+def available_val_predictions(results_dir: str | Path, runs: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], list]:
+    """The validation predictions of those `runs` that have them, and the ids of those that do not."""
+    found, missing = {}, []
+    for rid in runs["run_id"].astype(str):
+        try:
+            found[rid] = load_val_predictions(results_dir, rid)
+        except FileNotFoundError:
+            missing.append(rid)
+    return found, missing
 
 
 def study_checkpoints(results_dir: str | Path = "results",

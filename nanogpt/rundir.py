@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
-import hashlib
 import json
 import os
 import re
@@ -28,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nanogpt.artifacts import atomic_write_csv, atomic_write_json, ensure_dir
+from nanogpt.artifacts import atomic_write_csv, atomic_write_json, ensure_dir, file_sha256
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 TEMP_SUFFIX = ".tmp"
@@ -176,17 +174,3 @@ def run_dirs(out_dir: str | Path) -> list[RunDir]:
 def finished_run_ids(out_dir: str | Path) -> set[str]:
     """Ids of the runs whose folder shows them finished, with verified weights (see RunDir.finished_row)."""
     return {run.run_id for run in run_dirs(out_dir) if run.finished_row() is not None}
-
-
-def file_sha256(path: Path) -> str:
-    stat = path.stat()
-    return _sha256_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4096)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -1,11 +1,17 @@
 """Comparing the two losses across seeds: per-loss summaries beside the paper, and a test of the means."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
 from nanogpt.results import finished
+
+# Fewer finished runs per loss than this, and the conclusion reports the numbers without judging either claim:
+# with 2-4 runs a test's p-value rests on one or two degrees of freedom and sd ratios span orders of magnitude.
+MIN_RUNS_TO_JUDGE = 5
 
 # Apeinans, Kodors, Zarembo (HET 2024): validation accuracy and max-min spread over its runs, in percent.
 PAPER = {"ce": {"mean": 85.84, "spread": 2.36}, "bce": {"mean": 86.10, "spread": 1.04}}
@@ -90,6 +96,8 @@ def bootstrap_ci(a, b, statistic, n_boot: int = 10_000, level: float = 0.95, see
     ib = rng.integers(0, b.size, size=(n_boot, b.size))
     values = np.array([statistic(a[i], b[j]) for i, j in zip(ia, ib)])
     values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
     lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
@@ -98,7 +106,9 @@ def compare_means(a, b, n_boot: int = 10_000, seed: int = 0) -> dict:
     """Is mean(a) different from mean(b)? Welch's t, Mann-Whitney U, a bootstrap 95% CI of the difference,
     and Hedges' g. Inputs in any unit; the difference is reported in that unit."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    welch = sps.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant runs: t is undefined (NaN), said as such
+        welch = sps.ttest_ind(a, b, equal_var=False)
     mw = sps.mannwhitneyu(a, b, alternative="two-sided")
     lo, hi = bootstrap_ci(a, b, lambda x, y: x.mean() - y.mean(), n_boot=n_boot, seed=seed)
     return {"diff": float(a.mean() - b.mean()), "welch_t": float(welch.statistic), "welch_p": float(welch.pvalue),
@@ -110,13 +120,19 @@ def compare_spread(a, b, n_boot: int = 10_000, seed: int = 0) -> dict:
     """Is a more variable than b? Brown-Forsythe (Levene with the median) and a bootstrap 95% CI of sd(a)/sd(b).
     max-min is not tested: it grows with the number of runs, so it only compares equal-sized studies."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    bf = sps.levene(a, b, center="median")
-    lo, hi = bootstrap_ci(a, b, lambda x, y: x.std(ddof=1) / y.std(ddof=1) if y.std(ddof=1) > 0 else np.nan,
-                          n_boot=n_boot, seed=seed)
-    sd_b = b.std(ddof=1)
+    sd_a, sd_b = a.std(ddof=1), b.std(ddof=1)
+    if sd_a == 0 and sd_b == 0:  # Levene divides by the spread of the deviations: undefined, not "significant"
+        bf_W, bf_p = float("nan"), float("nan")
+    else:
+        bf = sps.levene(a, b, center="median")
+        bf_W, bf_p = float(bf.statistic), float(bf.pvalue)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # resamples of constant runs: no ratio, dropped
+        lo, hi = bootstrap_ci(a, b, lambda x, y: x.std(ddof=1) / y.std(ddof=1) if y.std(ddof=1) > 0 else np.nan,
+                              n_boot=n_boot, seed=seed)
     return {"sd_a": float(a.std(ddof=1)), "sd_b": float(sd_b),
             "sd_ratio": float(a.std(ddof=1) / sd_b) if sd_b > 0 else float("nan"),
-            "brown_forsythe_W": float(bf.statistic), "brown_forsythe_p": float(bf.pvalue),
+            "brown_forsythe_W": bf_W, "brown_forsythe_p": bf_p,
             "sd_ratio_ci_low": lo, "sd_ratio_ci_high": hi}
 
 
@@ -159,10 +175,24 @@ def study_report(runs: pd.DataFrame, n_boot: int = 10_000, seed: int = 0, power:
 
 
 def conclusion(report: dict, alpha: float = 0.05) -> list[str]:
-    """Plain sentences on each claim of the paper, generated from the numbers (never written by hand)."""
+    """Plain sentences on each claim of the paper, generated from the numbers (never written by hand). Below
+    MIN_RUNS_TO_JUDGE runs per loss they give the numbers and say the runs are too few to judge."""
     m, s = report["means"], report["spread"]
     n = f"{report['n_ce']} CE and {report['n_bce']} BCE runs"
     lines = []
+    if min(report["n_ce"], report["n_bce"]) < MIN_RUNS_TO_JUDGE:
+        return [f"Accuracy: BCE {report['mean_bce']:.2f}%, CE {report['mean_ce']:.2f}% (BCE - CE = {m['diff']:+.2f} "
+                f"points; paper {report['paper_diff']:+.2f}); spread: sd BCE {s['sd_a']:.2f}, CE {s['sd_b']:.2f} "
+                f"points ({n}).",
+                f"Too few runs to judge either claim: fewer than {MIN_RUNS_TO_JUDGE} per loss. With so few runs a "
+                "test rests on one or two degrees of freedom; train more seeds before reading anything into these "
+                "numbers."]
+    if s["sd_a"] == 0 or s["sd_b"] == 0:
+        constant = "BCE" if s["sd_a"] == 0 else "CE"
+        spread_line = (f"Stability: every {constant} run scored the same, so there is no spread to compare "
+                       "(identical runs usually mean the seed is not reaching the run).")
+    else:
+        spread_line = None
     ci = f"95% CI [{m['diff_ci_low']:+.2f}, {m['diff_ci_high']:+.2f}]"
     if m["welch_p"] < alpha:
         better = "BCE" if m["diff"] > 0 else "CE"
@@ -180,7 +210,9 @@ def conclusion(report: dict, alpha: float = 0.05) -> list[str]:
                      f"seed-to-seed spread seen here would take about {report['runs_needed_for_paper_diff']} runs "
                      "per loss.")
     ratio_ci = f"95% CI [{s['sd_ratio_ci_low']:.2f}, {s['sd_ratio_ci_high']:.2f}]"
-    if s["brown_forsythe_p"] < alpha:
+    if spread_line is not None:
+        lines.append(spread_line)
+    elif s["brown_forsythe_p"] < alpha:
         calmer = "BCE" if s["sd_ratio"] < 1 else "CE"
         lines.append(f"Stability: {calmer} varies less across seeds (sd BCE/CE = {s['sd_ratio']:.2f}, {ratio_ci}, "
                      f"Brown-Forsythe p = {s['brown_forsythe_p']:.3f}). The paper's claim that BCE is more stable is "

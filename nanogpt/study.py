@@ -90,6 +90,10 @@ def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = F
     _clean_finished(out_dir, [c for c in configs if c.run_id() in done])
     if not quiet:
         print(f"{len(configs) - len(todo)} already finished, {len(todo)} to train")
+        if todo:
+            from nanogpt.estimate import describe_estimate
+
+            print(describe_estimate(todo))
     deferred, failed = [], []
     for i, cfg in enumerate(todo, 1):
         if not quiet:

@@ -40,7 +40,7 @@ def study(tmp_path_factory):
 def test_study_writes_figures_results_and_reports(study):
     root, stdout = study
     for name in FIGURES:
-        path = root / "figures" / name
+        path = root / "figures" / "smoke" / name  # figures of each profile in a folder of their own
         assert path.is_file() and path.stat().st_size > 10_000, name
     for name in NOTEBOOKS:
         assert (root / "reports" / f"{name}.ipynb").is_file()

@@ -109,3 +109,35 @@ def test_conclusion_follows_the_numbers():
     assert study_report(failed, n_boot=500)["n_ce"] == 5  # a failed run never counts
     with pytest.raises(ValueError, match="at least 2 finished runs"):
         study_report(same.head(6), n_boot=100)
+
+
+def _runs(ce, bce):
+    return pd.DataFrame({"loss": ["ce"] * len(ce) + ["bce"] * len(bce), "val_accuracy": list(ce) + list(bce),
+                         "status": "ok"})
+
+
+def test_conclusion_does_not_judge_below_the_minimum_number_of_runs():
+    from nanogpt.stats import MIN_RUNS_TO_JUDGE, conclusion, study_report
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning may leak into a notebook
+        lines = conclusion(study_report(_runs([0.80, 0.86], [0.861, 0.8611]), n_boot=500))
+    text = " ".join(lines)
+    assert "Too few runs to judge" in text and f"fewer than {MIN_RUNS_TO_JUDGE}" in text
+    assert "refute" not in text and "support" not in text
+
+
+def test_zero_variance_is_said_plainly_without_warnings():
+    import warnings
+
+    from nanogpt.stats import conclusion, study_report
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = study_report(_runs([0.85] * 6, [0.85] * 6), n_boot=500)
+        lines = conclusion(report)
+    assert np.isnan(report["spread"]["brown_forsythe_p"])
+    assert any("no spread to compare" in line for line in lines)
+    assert not any("refuted" in line or "supported" in line for line in lines)
