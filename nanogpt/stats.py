@@ -121,11 +121,12 @@ def compare_spread(a, b, n_boot: int = 10_000, seed: int = 0) -> dict:
     max-min is not tested: it grows with the number of runs, so it only compares equal-sized studies."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     sd_a, sd_b = a.std(ddof=1), b.std(ddof=1)
-    if sd_a == 0 and sd_b == 0:  # Levene divides by the spread of the deviations: undefined, not "significant"
-        bf_W, bf_p = float("nan"), float("nan")
-    else:
+    with warnings.catch_warnings():
+        # Levene divides by the spread of the absolute deviations from each median: with constant runs, or two
+        # runs a group (both deviations equal), that is zero and the test is undefined, not "significant"
+        warnings.simplefilter("ignore", RuntimeWarning)
         bf = sps.levene(a, b, center="median")
-        bf_W, bf_p = float(bf.statistic), float(bf.pvalue)
+    bf_W, bf_p = (float(bf.statistic), float(bf.pvalue)) if np.isfinite(bf.statistic) else (float("nan"),) * 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # resamples of constant runs: no ratio, dropped
         lo, hi = bootstrap_ci(a, b, lambda x, y: x.std(ddof=1) / y.std(ddof=1) if y.std(ddof=1) > 0 else np.nan,

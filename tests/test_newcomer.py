@@ -1,0 +1,68 @@
+"""What a newcomer meets first: notebooks on a fresh clone, figures per profile, and honest time estimates."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from conftest import tiny_config  # noqa: E402
+
+
+def test_predictions_archive_stands_in_for_run_folders(tmp_path, tiny_run):
+    from nanogpt.results import (archive_val_predictions, available_val_predictions, load_val_predictions,
+                                 read_results, runs_csv)
+
+    results = tiny_run["ce"].run_dir.parent.parent
+    clone = tmp_path / "clone"  # a fresh clone: runs.csv and the archive, no run folders
+    runs = read_results(runs_csv(results), finished_only=True)
+    found, missing = available_val_predictions(results, runs)
+    assert not missing and len(found) == 2
+    archive = archive_val_predictions(clone, "test", found)
+    assert archive.name == "val-predictions-test.npz" and archive.stat().st_size < 10_000
+    for rid, df in found.items():
+        again = load_val_predictions(clone, rid)
+        assert again["label"].tolist() == df["label"].tolist()
+        assert (again["positive_probability"] - df["positive_probability"]).abs().max() < 1e-3  # float16
+    nothing = tmp_path / "empty"
+    assert available_val_predictions(nothing, runs) == ({}, list(runs["run_id"]))
+    with pytest.raises(FileNotFoundError, match="no validation predictions"):
+        load_val_predictions(nothing, runs["run_id"].iloc[0])
+
+
+def test_figures_of_each_profile_go_to_their_own_folder(tmp_path):
+    from nanogpt.notebook import setup
+
+    paths = []
+    for profile in ("smoke", "cpu"):
+        nb = setup(profile, figures_dir=str(tmp_path))
+        fig, _ = plt.subplots()
+        paths.append(nb.save(fig, "04_accuracy_by_loss.png"))
+        plt.close(fig)
+    assert paths == [tmp_path / "smoke" / "04_accuracy_by_loss.png", tmp_path / "cpu" / "04_accuracy_by_loss.png"]
+    assert all(p.is_file() for p in paths)
+
+
+def test_bad_notebook_parameters_are_named(tmp_path):
+    from nanogpt.notebook import setup
+    from nanogpt.params import ParameterError
+
+    with pytest.raises(ParameterError, match="parameter profile='huge'"):
+        setup("huge")
+    with pytest.raises(ParameterError, match="parameter overrides"):
+        setup("smoke", overrides=["max_steps", 3])
+
+
+def test_wall_time_estimate_is_measured_and_leaves_the_random_stream_alone(tmp_path):
+    from nanogpt.estimate import describe_estimate, estimate_run_seconds
+
+    cfg = tiny_config(tmp_path, max_steps=100, eval_interval=50)
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    est = estimate_run_seconds(cfg)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert 0 < est["step_seconds"] < 5 and est["run_seconds"] > 100 * est["step_seconds"]
+    line = describe_estimate([cfg, cfg.replace(seed=1)])
+    assert "for 2 run(s)" in line and "cpu" in line and describe_estimate([]) == "nothing to train"
