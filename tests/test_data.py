@@ -82,17 +82,18 @@ def test_tokenized_cache(tmp_path, monkeypatch):
     assert tr.lengths.max() == 96 and (tr.lengths <= tr.full_lengths).all()
     assert ((tr.full_lengths > 96) == (tr.lengths == 96)).mean() > 0.99
     # A second load must come from the cache: reading the reviews again would fail here.
-    monkeypatch.setattr(data, "load_imdb", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-read")))
+    monkeypatch.setattr(data, "deduplicated_reviews", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-read")))
     second = load_tokenized(block_size=96, cache_dir=tmp_path)
     np.testing.assert_array_equal(second["train"].tokens, tr.tokens)
     np.testing.assert_array_equal(second["validation"].labels, first["validation"].labels)
+    # Another split seed is cut from the same cached corpus, in memory: still no re-read, no second file.
+    other = load_tokenized(block_size=96, cache_dir=tmp_path, split_seed=7)
+    assert len(list(tmp_path.glob("*.npz"))) == 1 and len(other["train"]) == len(tr)
+    assert not np.array_equal(other["validation"].labels, first["validation"].labels)
     # Anything that changes the arrays changes the key: no silent mixing of configurations.
-    keys = {data.cache_key("bundled", 1337, 0.2, 96, "head_tail", 0.25),
-            data.cache_key("bundled", 1337, 0.2, 128, "head_tail", 0.25),
-            data.cache_key("bundled", 1337, 0.2, 96, "head", 0.25),
-            data.cache_key("bundled", 1, 0.2, 96, "head_tail", 0.25),
-            data.cache_key("bundled", 1337, 0.3, 96, "head_tail", 0.25)}
-    assert len(keys) == 5
+    keys = {data.cache_key("bundled", 96, "head_tail", 0.25), data.cache_key("bundled", 128, "head_tail", 0.25),
+            data.cache_key("bundled", 96, "head", 0.25), data.cache_key("bundled", 96, "head_tail", 0.5)}
+    assert len(keys) == 4
 
 
 @pytest.mark.slow  # tokenizes all 24,904 reviews afresh

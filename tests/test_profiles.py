@@ -36,4 +36,5 @@ def test_smoke_profile_learns(tmp_path):
     result = train(cfg)
     assert result.val_accuracy > 0.70, result.val_accuracy
     assert result.metrics["roc_auc"] > 0.78
-    assert result.history["val_accuracy"].iloc[-1] > result.history["val_accuracy"].iloc[0] - 0.02
+    curve = result.history["val_accuracy"].dropna()  # validation passes; the other rows log the training loss
+    assert len(curve) == 3 and curve.iloc[-1] > curve.iloc[0] - 0.02

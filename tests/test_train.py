@@ -142,3 +142,12 @@ def test_model_config_comes_from_the_run_config():
         3, 2, 48, 96, "last", "none", 1)
     with pytest.raises(ValueError, match="attention must be one of"):
         TrainConfig(attention="flash").validate()
+
+
+def test_training_loss_is_logged_densely_between_validation_passes(tmp_path):
+    result = train(tiny_config(tmp_path, max_steps=12, eval_interval=6, log_interval=2))
+    h = result.history
+    assert h["step"].tolist() == [2, 4, 6, 8, 10, 12]
+    assert h["train_loss"].notna().all()  # each the mean over the steps since the previous point
+    assert h.loc[h["val_accuracy"].notna(), "step"].tolist() == [6, 12]  # validation only at its interval
+    assert h["val_accuracy"].dropna().iloc[-1] == pytest.approx(result.val_accuracy)
