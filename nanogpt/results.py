@@ -128,16 +128,19 @@ def fixed_design(runs: pd.DataFrame, split_seed: int = 1337) -> pd.DataFrame:
     return runs[keep].reset_index(drop=True)
 
 
-def one_population(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The rows of the largest (device, precision) population, and a note naming any others left out: bf16 and
-    fp32 runs, or CPU and GPU runs, are never pooled silently."""
+def one_population(runs: pd.DataFrame, prefer: tuple[str, str] | None = None) -> tuple[pd.DataFrame, str]:
+    """The rows of one (device, precision) population, and a note naming any others left out: bf16 and fp32
+    runs, or CPU and GPU runs, are never pooled silently. `prefer` (e.g. what this machine trains: ("cpu",
+    "fp32")) is chosen when it has runs; otherwise the largest population."""
     keys = [c for c in ("device", "precision") if c in runs.columns]
     if runs.empty or not keys:
         return runs, ""
     groups = runs.groupby(keys, dropna=False)
     if groups.ngroups == 1:
         return runs, ""
-    sizes = groups.size().sort_values(ascending=False)
+    sizes = groups.size().sort_values(ascending=False, kind="stable")
+    if prefer is not None and len(keys) == 2 and tuple(prefer) in sizes.index:
+        sizes = pd.concat([sizes.loc[[tuple(prefer)]], sizes.drop(tuple(prefer))])
     chosen = sizes.index[0] if isinstance(sizes.index[0], tuple) else (sizes.index[0],)
     mask = pd.Series(True, index=runs.index)
     for key, value in zip(keys, chosen):

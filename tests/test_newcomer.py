@@ -66,3 +66,16 @@ def test_wall_time_estimate_is_measured_and_leaves_the_random_stream_alone(tmp_p
     assert 0 < est["step_seconds"] < 5 and est["run_seconds"] > 100 * est["step_seconds"]
     line = describe_estimate([cfg, cfg.replace(seed=1)])
     assert "for 2 run(s)" in line and "cpu" in line and describe_estimate([]) == "nothing to train"
+
+
+def test_one_population_never_pools_precisions_and_prefers_this_machines():
+    from nanogpt.results import one_population
+
+    runs = pd.DataFrame({"run_id": [f"r{i}" for i in range(7)], "device": "cpu",
+                         "precision": ["bf16"] * 4 + ["fp32"] * 3, "val_accuracy": 0.85})
+    largest, note = one_population(runs)
+    assert set(largest["precision"]) == {"bf16"} and "3 run(s) on cpu/fp32" in note
+    mine, note = one_population(runs, prefer=("cpu", "fp32"))
+    assert set(mine["precision"]) == {"fp32"} and len(mine) == 3 and "4 run(s) on cpu/bf16" in note
+    same, note = one_population(runs[runs["precision"] == "bf16"], prefer=("cpu", "fp32"))
+    assert len(same) == 4 and note == ""
