@@ -222,8 +222,6 @@ def load_imdb(
     source: "bundled" (default, offline), "hub" (`stanfordnlp/imdb`, needs a network), or a path to a CSV
     with columns `text,label`. `info` on the result says how many duplicates were dropped.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
     origin, df, test, description = deduplicated_reviews(source)
     train_idx, val_idx = split_indices(df["label"].to_numpy(), split_seed, val_fraction, origin)
     splits = {"train": df.iloc[train_idx], "validation": df.iloc[val_idx]}

@@ -86,8 +86,9 @@ def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = F
     process is training is skipped and looked at again at the end, once that process lets go of it."""
     sync_index(out_dir, verbose=not quiet)
     done = finished_run_ids(out_dir)
-    todo = [c for c in configs if c.run_id() not in done]
-    _clean_finished(out_dir, [c for c in configs if c.run_id() in done])
+    ids = [c.run_id() for c in configs]  # each id hashes the config and resolves data, device and precision
+    todo = [c for c, rid in zip(configs, ids) if rid not in done]
+    _clean_finished(out_dir, [c for c, rid in zip(configs, ids) if rid in done])
     if not quiet:
         print(f"{len(configs) - len(todo)} already finished, {len(todo)} to train")
         if todo:
@@ -107,7 +108,7 @@ def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = F
         print(f"{len(failed)} run(s) failed and are recorded with status 'failed': "
               + ", ".join(c.run_id() for c in failed))
     runs = read_results(runs_csv(out_dir), finished_only=True)
-    wanted = {c.run_id() for c in configs}
+    wanted = set(ids)
     return runs[runs["run_id"].astype(str).isin(wanted)].reset_index(drop=True)
 
 
