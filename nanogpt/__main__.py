@@ -78,7 +78,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default=None, help="smoke | cpu | paper (default: paper with CUDA, else cpu)")
+    p.add_argument("--profile", default=None, help="smoke | fast | cpu | paper (default: paper with CUDA, else cpu)")
     p.add_argument("--source", default="bundled", help="bundled (offline, default) | hub | path to a CSV")
     p.add_argument("--out", default="results", help="results folder (default: results)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "with --design paired, arms among ce,bce,bce-head2x")
     p.add_argument("--design", default="fixed", choices=("fixed", "resplit", "paired"),
                    help="fixed: the split is fixed, the training seed varies (default); resplit: the split varies "
-                        "with the seed; paired: CE started as the BCE function of the same seed (with --no-notebooks)")
+                        "with the seed; paired: CE started as the BCE function of the same seed, and BCE with CE's "
+                        "head step")
     p.add_argument("--no-notebooks", action="store_true",
                    help="train and print the table only, without executing the notebooks")
     p.add_argument("--figures", default="figures", help="where the notebooks write figures (default: figures)")
@@ -175,8 +176,6 @@ def cmd_study(args) -> int:
         bad = [x for x in losses if x not in allowed]
         if bad or not losses:
             raise ValueError(f"Bad --losses {args.losses!r}: use a subset of {','.join(allowed)}.")
-        if args.design != "fixed" and not args.no_notebooks:
-            raise ValueError(f"--design {args.design} runs with --no-notebooks (the notebooks run the fixed design).")
         overrides = _run_overrides(args)
         prof.make_config("ce", 0, **overrides)  # validate before any training starts
     except (ValueError, TypeError) as exc:
@@ -187,14 +186,18 @@ def cmd_study(args) -> int:
         runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, design=args.design,
                          **overrides)
     else:
+        from nanogpt.powered import with_design
         from nanogpt.results import read_results
         from nanogpt.study import run_notebooks
 
         source = overrides.pop("source")
         executed = run_notebooks(prof.name, seeds, source, args.out, args.figures, args.reports,
-                                 overrides=overrides, progress=not args.quiet)
-        runs = read_results(f"{args.out}/runs.csv", finished_only=True)
-        runs = runs[runs["profile"] == prof.name]
+                                 overrides=overrides, progress=not args.quiet, design=args.design)
+        runs = with_design(read_results(f"{args.out}/runs.csv", finished_only=True))
+        runs = runs[(runs["profile"] == prof.name) & (runs["design"] == ("fixed" if args.design == "paired"
+                                                                          else args.design))]
+        if args.design != "resplit":  # the fixed split holds the fixed design's arms and the paired ones
+            runs = runs[(runs["arm"] == runs["loss"]) if args.design == "fixed" else (runs["arm"] != "ce")]
         if seeds is not None:
             runs = runs[runs["seed"].isin(seeds)]
         print("\nexecuted notebooks:\n" + "\n".join(f"  {p}" for p in executed.values()))

@@ -40,12 +40,13 @@ def d2(n: int) -> float:
 
 def runs_for_expected_range(spread: float, sd: float, max_n: int = 1000) -> int | None:
     """Smallest n whose expected max-min under `sd` reaches `spread` (None beyond max_n)."""
-    if sd <= 0:
+    if sd <= 0 or sd * d2(max_n) < spread:
         return None
-    for n in range(2, max_n + 1):
-        if sd * d2(n) >= spread:
-            return n
-    return None
+    lo, hi = 1, max_n  # d2 grows with n: bisect for the first n with sd * d2(n) >= spread
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if sd * d2(mid) >= spread else (mid, hi)
+    return hi
 
 
 def welch_ci(a, b, level: float = 0.95) -> tuple[float, float, float]:

@@ -25,6 +25,7 @@ from nanogpt.tokens import TokenizedSplit, tokenize_texts
 
 SOURCES = ("bundled", "hub")
 DEFAULT_SPLIT_SEED = 1337  # fixed; never tied to a training seed
+RESPLIT_OFFSET = 10_000  # the split-varied design splits with RESPLIT_OFFSET + seed (study.py, powered.py)
 DEFAULT_VAL_FRACTION = 0.2
 HUB_DATASET = "stanfordnlp/imdb"
 CACHE_FORMAT = 1  # bump when the cached arrays change meaning

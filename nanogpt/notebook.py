@@ -38,12 +38,15 @@ class Notebook:
     results_dir: Path | None = None
     figures_dir: Path | None = None
     overrides: dict = field(default_factory=dict)
+    design: str = "fixed"
 
     def save(self, fig, name: str) -> Path:
-        """Save a figure as figures_dir/<profile>/name (and say where): studies of different profiles never
-        overwrite each other's figures."""
+        """Save a figure as figures_dir/<profile>/name (and say where), with the design in the name when it is
+        not the fixed one: studies of different profiles or designs never overwrite each other's figures."""
         if self.figures_dir is None:
             raise P.ParameterError("this notebook was set up without figures_dir; pass it to setup().")
+        if self.design != "fixed":
+            name = f"{Path(name).stem}-{self.design}{Path(name).suffix}"
         path = self.figures_dir / self.profile / name
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -51,11 +54,13 @@ class Notebook:
         return path
 
 
-def setup(profile, source="bundled", seeds=None, results_dir=None, figures_dir=None, overrides=None) -> Notebook:
+def setup(profile, source="bundled", seeds=None, results_dir=None, figures_dir=None, overrides=None,
+          design="fixed") -> Notebook:
     """Check the parameters a notebook was given, style the plots, and return them as a `Notebook`."""
     profile = P.check_profile(profile)
     nb = Notebook(profile=profile, source=P.check_source(source),
-                  seeds=list(get_profile(profile).seeds) if seeds is None else P.check_seeds(seeds))
+                  seeds=list(get_profile(profile).seeds) if seeds is None else P.check_seeds(seeds),
+                  design=P.check_design(design))
     if results_dir is not None:
         nb.results_dir = resolve(P.check_folder("results_dir", results_dir))
     if figures_dir is not None:
@@ -100,14 +105,22 @@ def panel_checkpoints(nb: Notebook) -> dict[str, list[tuple[str, str]]]:
 # ------------------------------------------------------------------------------- notebooks 02 and 03
 
 
+# The arms a notebook trains for its loss in each design (study.DESIGNS): in the paired design CE's head starts as
+# the BCE head of the same seed, and notebook 03 also trains the third arm, BCE with CE's effective head step.
+DESIGN_ARMS = {"fixed": {"ce": ("ce",), "bce": ("bce",)}, "resplit": {"ce": ("ce",), "bce": ("bce",)},
+               "paired": {"ce": ("ce",), "bce": ("bce", "bce-head2x")}}
+
+
 def train_loss(nb: Notebook, loss: str) -> pd.DataFrame:
-    """Train every seed of `nb`'s profile with `loss` (finished runs reused, interrupted ones resumed) and
-    return their rows, with each run's checkpoint path."""
+    """Train every seed of `nb`'s profile with `loss` in `nb.design` (finished runs reused, interrupted ones
+    resumed) and return their rows, with each run's checkpoint path."""
     from nanogpt.study import run_study
 
-    runs = run_study(nb.profile, nb.seeds, losses=(loss,), out_dir=nb.results_dir, source=nb.source, **nb.overrides)
+    runs = run_study(nb.profile, nb.seeds, losses=DESIGN_ARMS[nb.design][loss], out_dir=nb.results_dir,
+                     source=nb.source, design=nb.design, **nb.overrides)
     runs["checkpoint"] = [str(RunDir(nb.results_dir, r).model) for r in runs["run_id"]]
-    return runs[["seed", "val_accuracy", "val_loss", "roc_auc", "ece", "train_seconds", "tokens_per_second",
+    runs["arm"] = runs["arm"].fillna(runs["loss"])
+    return runs[["seed", "arm", "val_accuracy", "val_loss", "roc_auc", "ece", "train_seconds", "tokens_per_second",
                  "checkpoint", "run_id", "loss"]]
 
 
@@ -120,6 +133,7 @@ def plot_learning_curves(nb: Notebook, runs: pd.DataFrame, loss: str, name: str)
                                   "validation accuracy"]):
         points = history.dropna(subset=[column])  # training loss every log_interval steps, validation less often
         sns.lineplot(data=points, x="step", y=column, hue="seed", palette="viridis",
+                     style="arm" if runs["arm"].nunique() > 1 else None,
                      marker="o" if column != "train_loss" else None, ax=ax)
         ax.set(title=label, xlabel="training step", ylabel=label.split(" (")[0])
     fig.suptitle(f"{loss.upper()} on profile '{nb.profile}': learning curves per seed", y=1.03)
@@ -129,13 +143,21 @@ def plot_learning_curves(nb: Notebook, runs: pd.DataFrame, loss: str, name: str)
 
 def plot_final_accuracy(nb: Notebook, runs: pd.DataFrame, loss: str, name: str):
     """Validation accuracy of each seed at the end of the schedule, as bars; saved as `name`."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    arms = runs["arm"].nunique()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * len(runs)), 3.5))
     accuracy = runs["val_accuracy"] * 100
-    sns.barplot(data=runs.assign(accuracy=accuracy), x="seed", y="accuracy", color=PALETTE["positive"], ax=ax)
+    sns.barplot(data=runs.assign(accuracy=accuracy), x="seed", y="accuracy", hue="arm" if arms > 1 else None,
+                color=None if arms > 1 else PALETTE["positive"], ax=ax)
     ax.set(title=f"{loss.upper()}: validation accuracy at the end of the schedule", xlabel="seed",
            ylabel="validation accuracy (%)", ylim=(max(0, accuracy.min() - 5), min(100, accuracy.max() + 2)))
-    for i, v in enumerate(accuracy):
-        ax.annotate(f"{v:.2f}", (i, v), ha="center", va="bottom")
+    if len(runs) <= 20:  # a number on each bar while they are readable
+        for container in ax.containers:
+            ax.bar_label(container, fmt="%.2f")
+    step = max(1, len(ax.get_xticklabels()) // 20)  # at most ~20 seed labels on a long axis
+    for i, label in enumerate(ax.get_xticklabels()):
+        label.set_visible(i % step == 0)
     nb.save(fig, name)
-    print(f"mean {accuracy.mean():.2f}% over {len(runs)} seeds; checkpoints in {nb.results_dir / 'runs'}")
+    means = runs.assign(accuracy=accuracy).groupby("arm")["accuracy"].agg(["mean", "size"])
+    print("; ".join(f"{arm}: mean {m:.2f}% over {n} seeds" for arm, (m, n) in means.iterrows())
+          + f"; checkpoints in {nb.results_dir / 'runs'}")
     return fig

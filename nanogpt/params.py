@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nanogpt.profiles import PROFILES
-from nanogpt.study import parse_seeds
+from nanogpt.study import DESIGNS, parse_seeds
 
 
 class ParameterError(ValueError):
@@ -15,6 +15,12 @@ def check_profile(profile) -> str:
     if not isinstance(profile, str) or profile not in PROFILES:
         raise ParameterError(f"parameter profile={profile!r}: use one of {sorted(PROFILES)}.")
     return profile
+
+
+def check_design(design) -> str:
+    if not isinstance(design, str) or design not in DESIGNS:
+        raise ParameterError(f"parameter design={design!r}: use one of {list(DESIGNS)}.")
+    return design
 
 
 def check_seeds(seeds) -> list[int]:

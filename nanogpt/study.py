@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from nanogpt.config import TrainConfig
+from nanogpt.data import RESPLIT_OFFSET
 from nanogpt.losses import LOSS_NAMES
 from nanogpt.profiles import get_profile
 from nanogpt.results import read_results, runs_csv, sync_index
@@ -42,7 +43,6 @@ def parse_seeds(text: str) -> list[int]:
 #   paired   per seed: BCE; CE with its head built from that BCE head (same function, backbone, batches and
 #            dropout masks at step 0); and BCE with CE's effective head step (head lr x2, head decay x0.5)
 DESIGNS = ("fixed", "resplit", "paired")
-RESPLIT_OFFSET = 10_000
 PAIRED_ARMS = {"ce": dict(loss="ce", head_init="paired"), "bce": dict(loss="bce"),
                "bce-head2x": dict(loss="bce", head_lr_scale=2.0, head_weight_decay_scale=0.5)}
 
@@ -153,13 +153,13 @@ class NotebookFailed(RuntimeError):
 
 
 def notebook_parameters(name: str, profile: str, seeds: list[int] | None, source: str, results_dir: Path,
-                        figures_dir: Path, overrides: dict) -> dict:
+                        figures_dir: Path, overrides: dict, design: str = "fixed") -> dict:
     common = {"profile": profile}
     if name.startswith("01"):
         return {**common, "source": source, "figures_dir": str(figures_dir)}
     if name.startswith(("02", "03")):
         return {**common, "seeds": seeds, "source": source, "results_dir": str(results_dir),
-                "figures_dir": str(figures_dir), "overrides": overrides}
+                "figures_dir": str(figures_dir), "overrides": overrides, "design": design}
     if name.startswith("04"):
         return {**common, "source": source, "results_dir": str(results_dir), "figures_dir": str(figures_dir)}
     return {**common, "source": source, "results_dir": str(results_dir)}
@@ -168,8 +168,9 @@ def notebook_parameters(name: str, profile: str, seeds: list[int] | None, source
 def run_notebooks(profile: str, seeds: list[int] | None = None, source: str = "bundled",
                   results_dir: str | Path = "results", figures_dir: str | Path = "figures",
                   reports_dir: str | Path = "reports", notebooks_dir: str | Path | None = None,
-                  overrides: dict | None = None, progress: bool = True) -> dict[str, Path]:
-    """Execute notebooks 01 -> 05 with papermill; return where each executed copy went.
+                  overrides: dict | None = None, progress: bool = True, design: str = "fixed") -> dict[str, Path]:
+    """Execute notebooks 01 -> 05 with papermill (02 and 03 train `design`, 04 analyses every design the
+    results hold); return where each executed copy went.
 
     A failing notebook stops the study with a NotebookFailed naming it and the cell; its executed copy,
     with the traceback in the failing cell, is kept in `reports_dir`.
@@ -186,7 +187,8 @@ def run_notebooks(profile: str, seeds: list[int] | None = None, source: str = "b
     for name in NOTEBOOKS:
         source_nb = notebooks_dir / f"{name}.ipynb"
         output_nb = reports_dir / f"{name}.ipynb"
-        parameters = notebook_parameters(name, profile, seeds, source, results_dir, figures_dir, overrides or {})
+        parameters = notebook_parameters(name, profile, seeds, source, results_dir, figures_dir, overrides or {},
+                                         design)
         if progress:
             print(f"notebook {name} -> {output_nb}")
         try:
