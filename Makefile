@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: study test test-fast setup browser clean-cache powered-study
+.PHONY: study test test-fast setup browser clean-cache powered-study gpu-check
 
 setup: $(STAMP)
 
@@ -46,6 +46,12 @@ powered-study: $(STAMP)
 	  $(PY) -m nanogpt study $(POWERED) --design paired --losses ce,bce-head2x --seeds $$lo-$$hi && \
 	  $(PY) -m nanogpt study $(POWERED) --design resplit --seeds $$r-$$((r + 5)) || exit 1; \
 	done
+
+# On a CUDA machine: the CUDA path checked in a few minutes (compiled vs eager, bf16 + fused AdamW, a short paper
+# run, the paper study's predicted wall time, the bench's GPU section); report in results/gpu-check.json.
+# Without CUDA it says so in one line and exits 77 (skipped).
+gpu-check: $(STAMP)
+	$(PY) -m nanogpt gpu-check $(ARGS)
 
 clean-cache:
 	rm -rf data/cache

