@@ -127,6 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("texts", nargs="+", metavar="TEXT", help="reviews to classify; '-' reads them from standard "
                                                              "input, one per line")
+    p = sub.add_parser("serve", help="serve trained checkpoints over HTTP (FastAPI; see /docs)")
+    p.add_argument("--checkpoint", action="append", required=True, metavar="[NAME=]PATH",
+                   help="a model.pt to serve (repeatable); NAME defaults to its loss (ce, bce)")
+    p.add_argument("--default", default=None, help="the model a request without 'model' gets (default: the first)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-batch", type=int, default=32, help="texts per merged forward pass (1: no merging)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    p.add_argument("--max-texts", type=int, default=64, help="texts per request")
+    p.add_argument("--max-chars", type=int, default=20_000, help="characters per text")
+    p.add_argument("--max-body-bytes", type=int, default=2_000_000, help="request body size, checked before parsing")
+    p.add_argument("--api-key-env", default=None, metavar="NAME",
+                   help="require the API key held in environment variable NAME (X-API-Key header)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
     p = sub.add_parser("gpu-check", help="check the CUDA path on this GPU in minutes and write a JSON report")
     p.add_argument("--out", default="results/gpu-check.json", help="the report (default: results/gpu-check.json)")
     p.add_argument("--steps", type=int, default=300, help="steps of the short paper-profile run (default: 300)")
@@ -242,6 +259,34 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port}: use 1-65535.")
+    api_key = None
+    if args.api_key_env is not None:
+        api_key = os.environ.get(args.api_key_env, "")
+        if not api_key.strip():
+            raise UsageError(f"--api-key-env {args.api_key_env}: that environment variable is unset or empty.")
+    try:
+        from nanogpt.serve import Limits, load_models, serve
+    except ImportError as exc:
+        raise ImportError(f"serve needs FastAPI and uvicorn ({exc}); install them with make setup or "
+                          "pip install -r requirements.txt") from None
+    try:
+        limits = Limits(args.max_texts, args.max_chars, args.max_body_bytes, args.max_batch, args.max_wait_ms)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    models = load_models(args.checkpoint, device=args.device)
+    serve(models, args.host, args.port, limits, api_key, args.default, args.log_level)
+    return 0
+
+
 def cmd_gpu_check(args) -> int:
     import torch
 
@@ -260,7 +305,7 @@ def cmd_gpu_check(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "study": cmd_study, "classify": cmd_classify, "bench": cmd_bench,
-            "gpu-check": cmd_gpu_check}
+            "serve": cmd_serve, "gpu-check": cmd_gpu_check}
 
 
 def main(argv: list[str] | None = None) -> int:

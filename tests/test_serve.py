@@ -1,0 +1,248 @@
+"""The classification service over real HTTP: uvicorn on a free loopback port (a thread, or a subprocess for
+SIGTERM), httpx as the client."""
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nanogpt.batcher import MicroBatcher
+from nanogpt.predict import Classifier
+from nanogpt.serve import Limits, create_app, load_models
+
+REVIEWS = ["A wonderful film, moving and funny.", "Dreadful. Two hours I will never get back.",
+           "The plot was thin but the actors carried it; I smiled more than I expected to. " * 6,
+           "Not bad.", "Worst sequel ever made, and I have seen many sequels. " * 20, "Quietly brilliant."]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """uvicorn serving `app` on a free loopback port in a thread, for the length of a `with` block."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 60
+        while not self.server.started:
+            assert self.thread.is_alive() and time.time() < deadline, "the server did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_run):
+    return {loss: str(r.checkpoint) for loss, r in tiny_run.items()}
+
+
+@pytest.fixture(scope="module")
+def server(checkpoints):
+    models = load_models([checkpoints["ce"], checkpoints["bce"]])
+    limits = Limits(max_texts=16, max_chars=5000, max_body_bytes=50_000, max_batch=32, max_wait_ms=20)
+    with ServerThread(create_app(models, limits)) as srv:
+        yield srv
+
+
+def post(url, body, **kw):
+    return httpx.post(f"{url}/v1/classify", json=body, timeout=30, **kw)
+
+
+def test_answers_are_classifier_predict_and_models_are_described(server, checkpoints):
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "alive"}
+    assert httpx.get(f"{server.url}/readyz").json() == {"status": "ready", "models": ["ce", "bce"]}
+    for name in ("ce", "bce"):
+        r = post(server.url, {"texts": REVIEWS, "model": name})
+        assert r.status_code == 200 and r.json()["model"] == name
+        expected = Classifier.load(checkpoints[name]).predict(REVIEWS)
+        got = r.json()["results"]
+        # the same texts may share a forward pass with others: batch shapes differ, so agreement is to float
+        # rounding (right padding under causal attention never reaches a real token)
+        np.testing.assert_allclose([g["positive_probability"] for g in got], expected.probabilities, atol=1e-6)
+        assert [g["label"] for g in got] == expected.labels.tolist()
+    assert post(server.url, {"texts": ["fine"]}).json()["model"] == "ce"  # the default: the first checkpoint
+    models = httpx.get(f"{server.url}/v1/models").json()
+    assert models["default"] == "ce" and [m["name"] for m in models["models"]] == ["ce", "bce"]
+    for m in models["models"]:
+        assert m["ready"] and m["loss"] == m["name"] and m["run_id"].startswith(f"test-{m['loss']}-seed0-")
+        assert 0 <= m["val_accuracy"] <= 1 and m["ece"] is not None and m["torch_version"]
+    assert httpx.get(f"{server.url}/openapi.json").json()["info"]["title"].startswith("nanogpt")
+
+
+def test_concurrent_clients_each_get_their_own_answers(server, checkpoints):
+    expected = {name: Classifier.load(checkpoints[name]).predict(REVIEWS).probabilities for name in ("ce", "bce")}
+    rng = np.random.default_rng(0)
+    jobs = [(["ce", "bce"][i % 2], rng.choice(len(REVIEWS), size=rng.integers(1, 4)).tolist()) for i in range(200)]
+    before = _metric(server.url, "nanogpt_batch_requests_count")
+
+    def call(job):
+        name, idx = job
+        with httpx.Client(timeout=60) as client:
+            r = client.post(f"{server.url}/v1/classify", json={"texts": [REVIEWS[i] for i in idx], "model": name})
+        assert r.status_code == 200, r.text
+        return [g["positive_probability"] for g in r.json()["results"]]
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(call, jobs))
+    for (name, idx), got in zip(jobs, answers):
+        np.testing.assert_allclose(got, expected[name][idx], atol=1e-6)
+    passes = _metric(server.url, "nanogpt_batch_requests_count") - before
+    assert 0 < passes < 200  # requests were merged: fewer forward passes than requests
+
+
+def _metric(url, name) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({"texts": []}, 422, "texts"), ({"texts": "a review"}, 422, "texts"), ({"texts": [3]}, 422, "texts.0"),
+    ({"texts": ["ok", None]}, 422, "texts.1"), ({"texts": ["  "]}, 422, "texts.0"), ({}, 422, "texts"),
+    ({"texts": ["ok"], "extra": 1}, 422, "extra"), ({"texts": ["ok"], "model": "gpt-5"}, 404, "model"),
+    ({"texts": ["ok"], "model": "/etc/passwd"}, 404, "model"), ({"texts": ["a"] * 17}, 413, "texts"),
+    ({"texts": ["ok", "x" * 5001]}, 413, "texts.1"), ([1, 2], 422, "body"), (None, 422, "body"),
+])
+def test_bad_input_is_a_4xx_naming_the_field(server, body, status, field):
+    r = post(server.url, body)
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field and r.json()["error"]
+
+
+def test_malformed_json_and_oversized_bodies(server):
+    r = httpx.post(f"{server.url}/v1/classify", content=b'{"texts": ["a"', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "invalid JSON" in r.json()["error"]
+    r = httpx.post(f"{server.url}/v1/classify", content=b'{"texts": ["good"]}', headers={"content-type": "text/plain"})
+    assert r.status_code == 422 and "Content-Type: application/json" in r.json()["error"]
+    big = json.dumps({"texts": ["x" * 60_000]}).encode()
+    r = httpx.post(f"{server.url}/v1/classify", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["limit"] == 50_000  # by Content-Length, before reading the body
+    chunks = (big[i : i + 8192] for i in range(0, len(big), 8192))  # no Content-Length: counted as it streams
+    r = httpx.post(f"{server.url}/v1/classify", content=chunks, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert post(server.url, {"texts": ["still serving"]}).status_code == 200
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                           lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+                           max_leaves=20)
+bodies = json_values | st.fixed_dictionaries({"texts": json_values}, optional={"model": json_values})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=bodies)
+def test_no_json_body_gets_a_5xx(server, body):
+    r = httpx.post(f"{server.url}/v1/classify", content=json.dumps(body).encode(),
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code < 500, (body, r.text)
+    assert r.status_code == 200 or "error" in r.json()
+
+
+def test_api_key_is_required_and_never_logged(checkpoints, caplog):
+    key = "s3cret-key-for-tests-only"
+    caplog.set_level("DEBUG")
+    with ServerThread(create_app(load_models([checkpoints["bce"]]), api_key=key)) as srv:
+        assert post(srv.url, {"texts": ["good"]}).status_code == 401
+        assert post(srv.url, {"texts": ["good"]}, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert httpx.get(f"{srv.url}/metrics").status_code == 401
+        assert post(srv.url, {"texts": ["good"]}, headers={"X-API-Key": key}).status_code == 200
+        assert post(srv.url, {"texts": ["good"]}, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert httpx.get(f"{srv.url}/healthz").status_code == 200  # probes need no key
+    assert key not in caplog.text
+
+
+def test_a_failing_prediction_fails_only_its_request(checkpoints, caplog):
+    models = load_models([checkpoints["ce"]])
+    clf = models["ce"].classifier
+    real = clf.predict
+
+    def predict(texts, batch_size=64):
+        if any("BOOM" in t for t in texts):
+            raise RuntimeError("the model fell over")
+        return real(texts, batch_size)
+
+    clf.predict = predict
+    with ServerThread(create_app(models, Limits(max_wait_ms=200))) as srv:
+        with ThreadPoolExecutor(2) as pool:  # both land in one batch (200 ms window): only BOOM fails
+            bad, good = pool.map(lambda t: post(srv.url, {"texts": [t]}), ["BOOM", "A fine film."])
+        assert bad.status_code == 500 and bad.json()["error"] == "prediction failed"
+        assert bad.json()["error_id"] in caplog.text and "the model fell over" in caplog.text
+        assert good.status_code == 200
+        assert post(srv.url, {"texts": ["Still here?"]}).status_code == 200
+        assert _metric(srv.url, "nanogpt_prediction_errors_total") == 1
+
+
+def test_micro_batcher_respects_the_batch_size_and_answers_in_order():
+    calls = []
+
+    def predict(texts):
+        calls.append(len(texts))
+        return np.array([float(len(t)) for t in texts])
+
+    async def scenario():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(predict, pool, max_batch=4, max_wait_s=0.05)
+            batcher.start()
+            requests = [["a"], ["bb", "ccc"], ["dddd", "e"], ["ffffff"] * 6, ["g"]]
+            answers = await asyncio.gather(*(batcher.submit(r) for r in requests))
+            await batcher.stop()
+            return requests, answers
+
+    requests, answers = asyncio.run(scenario())
+    for r, a in zip(requests, answers):
+        assert a.tolist() == [float(len(t)) for t in r]
+    assert calls[0] == 3 and 6 in calls and all(c <= 4 or c == 6 for c in calls)  # 6 > max_batch: alone
+
+
+@pytest.mark.slow
+def test_sigterm_answers_in_flight_requests_then_exits(checkpoints):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nanogpt", "serve", "--checkpoint", checkpoints["ce"], "--port",
+                             str(port), "--max-wait-ms", "1500", "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.time() < deadline, "the service did not become ready"
+            time.sleep(0.2)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(post, url, {"texts": ["A fine film."]})
+            time.sleep(0.5)  # the request waits in the batcher's 1.5 s window
+            proc.send_signal(signal.SIGTERM)
+            answer = pending.result(timeout=30)
+        assert answer.status_code == 200 and len(answer.json()["results"]) == 1
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
