@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print numbers (never assert a time)")
     p.add_argument("--quick", action="store_true", help="fewer repeats, no time-to-accuracy runs (~1-2 minutes)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write every figure to FILE as JSON")
+    p.add_argument("--serving-only", action="store_true",
+                   help="only the service under load (python -m nanogpt serve on loopback, ~2 minutes)")
 
     p = sub.add_parser("classify", help="classify reviews with a trained checkpoint")
     p.add_argument("--checkpoint", required=True, help="results/runs/<run_id>/model.pt")
@@ -134,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                   help="fp32 (default: the same answers on every CPU) or bf16 where the processor has it")
     p.add_argument("--max-batch", type=int, default=32, help="texts per merged forward pass (1: no merging)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     p.add_argument("--max-texts", type=int, default=64, help="texts per request")
@@ -253,9 +257,12 @@ def cmd_classify(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from nanogpt.bench import run_bench
+    from nanogpt.bench import run_bench, run_serving_bench
 
-    run_bench(quick=args.quick, json_path=args.json)
+    if args.serving_only:
+        run_serving_bench(json_path=args.json)
+    else:
+        run_bench(quick=args.quick, json_path=args.json)
     return 0
 
 
@@ -282,7 +289,7 @@ def cmd_serve(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    models = load_models(args.checkpoint, device=args.device)
+    models = load_models(args.checkpoint, device=args.device, precision=args.precision)
     serve(models, args.host, args.port, limits, api_key, args.default, args.log_level)
     return 0
 

@@ -79,7 +79,7 @@ def describe_checkpoint(path: Path, classifier) -> dict:
     return meta
 
 
-def load_models(specs: list[str], device: str = "cpu") -> dict[str, ServedModel]:
+def load_models(specs: list[str], device: str = "cpu", precision: str = "fp32") -> dict[str, ServedModel]:
     """`PATH` or `NAME=PATH` per checkpoint; unnamed models are named by their loss (then loss-2, ...)."""
     from nanogpt.predict import Classifier
 
@@ -87,7 +87,7 @@ def load_models(specs: list[str], device: str = "cpu") -> dict[str, ServedModel]
     for spec in specs:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
         path = Path(path)
-        classifier = Classifier.load(path, device=device)
+        classifier = Classifier.load(path, device=device, precision=precision)
         if not name:
             name, n = classifier.loss, 2
             while name in models:

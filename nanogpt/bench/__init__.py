@@ -36,6 +36,29 @@ def require_optional_packages() -> None:
                           "references. Fix: pip install -r requirements-bench.txt (or `make setup`).")
 
 
+def serving_section(show, quick: bool) -> dict:
+    from nanogpt.bench.serving import serving_figures
+
+    out = (serving_figures("cpu", concurrency=(1, 32), requests=60, seconds=3) if quick else
+           serving_figures("cpu", requests=400, seconds=20))
+    for r in out["serving_rows"]:
+        show(f"serve, {r['mode'][:12]}", f"{r['clients']:>2} clients x {r['reviews_per_request']:>2} reviews: "
+                                        f"{r['requests_per_s']:,.0f} req/s ({r['reviews_per_s']:,.0f} reviews/s), "
+                                        f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, {r['errors']} errors")
+    if "serving_batching_speedup" in out:
+        show("serve, batching gain", f"{out['serving_batching_speedup']:.1f}x requests/s at 32 clients x 1 review, "
+                                     f"p99 {out['serving_p99_ms_batched']:.0f} ms")
+    return out
+
+
+def run_serving_bench(json_path: str | None = None) -> dict:
+    """The service section alone (`bench --serving-only`): about two minutes."""
+    out = serving_section(lambda name, text: print(f"{name:<28}{text}", flush=True), quick=False)
+    if json_path:
+        atomic_write_json(json_path, out)
+    return out
+
+
 def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
     cfg = get_profile("cpu").config
     device = resolve_device("auto")
@@ -82,6 +105,7 @@ def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
     out.update(inf)
     show("inference", f"one review ({inf['review_tokens']} tokens) median {inf['predict_latency_ms_median']:.1f} ms, "
                       f"p95 {inf['predict_latency_ms_p95']:.1f} ms; batch {inf['predict_reviews_per_s']:,.0f} reviews/s")
+    out.update(serving_section(show, quick))
     if device.type == "cuda":
         acc = accelerator_figures(device, "paper", rounds=5 if quick else 20, study=not quick)
         out.update(acc)

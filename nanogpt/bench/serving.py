@@ -1,0 +1,138 @@
+"""The service under load: requests per second and p50/p99 latency of `python -m nanogpt serve` on loopback,
+micro-batched against one forward pass per request, at 1, 8 and 32 concurrent clients, with one review or 32
+reviews per request.
+
+The server runs in its own process (as in production); the clients are asyncio tasks in this one, each
+sending its next request when the previous answer arrives, so on a 2-core machine clients and server share
+the cores. The model has the `cpu` profile's shape with seeded random weights (speed does not depend on what
+the weights learned); the reviews are the bundled validation split's, in order, so lengths are real.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODES = {"micro-batched": dict(max_batch=32, max_wait_ms=5.0), "one forward per request": dict(max_batch=1,
+                                                                                                  max_wait_ms=0.0)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _checkpoint(profile: str, folder: Path, **overrides) -> Path:
+    import torch
+
+    from nanogpt.checkpoints import classifier_payload, save_checkpoint
+    from nanogpt.profiles import get_profile
+    from nanogpt.train import build_model
+
+    cfg = get_profile(profile).config.replace(**overrides)
+    torch.manual_seed(0)
+    path = folder / "model.pt"
+    save_checkpoint(path, classifier_payload(build_model(cfg, 2), "ce", cfg.truncation, cfg.head_fraction))
+    return path
+
+
+class Service:
+    """`python -m nanogpt serve` in a subprocess, ready when /readyz says so; SIGTERM on exit."""
+
+    def __init__(self, checkpoint: Path, max_batch: int, max_wait_ms: float, max_texts: int = 64):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [sys.executable, "-m", "nanogpt", "serve", "--checkpoint", str(checkpoint), "--port",
+                     str(self.port), "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
+                     "--max-texts", str(max_texts), "--log-level", "warning"]
+
+    def __enter__(self):
+        import httpx
+
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the service exited while starting: {self.proc.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("the service did not become ready within 120 s")
+            time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+
+
+async def _load(url: str, texts: list[str], clients: int, per_request: int, requests: int, seconds: float) -> dict:
+    """`clients` closed-loop clients sending `requests` requests in all (or until `seconds` pass)."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client(client_id: int, http: httpx.AsyncClient):
+        nonlocal sent, errors
+        while sent < requests and time.perf_counter() < stop_at:
+            start = (sent * per_request) % len(texts)
+            sent += 1
+            body = {"texts": (texts + texts)[start : start + per_request]}
+            t0 = time.perf_counter()
+            r = await http.post(f"{url}/v1/classify", json=body)
+            latencies.append(time.perf_counter() - t0)
+            errors += r.status_code != 200
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        await http.post(f"{url}/v1/classify", json={"texts": texts[:per_request]})  # connections warm
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(i, http) for i in range(clients)))
+        wall = time.perf_counter() - t0
+    ms = np.array(latencies) * 1000
+    return {"requests": len(latencies), "errors": errors, "seconds": wall, "requests_per_s": len(latencies) / wall,
+            "reviews_per_s": len(latencies) * per_request / wall, "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99))}
+
+
+def serving_figures(profile: str = "cpu", concurrency=(1, 8, 32), per_request=(1, 32), requests: int = 400,
+                    seconds: float = 20.0, **overrides) -> dict:
+    """Rows of (mode, clients, reviews per request) -> requests/s, reviews/s, p50 and p99 ms."""
+    from nanogpt.data import load_imdb
+
+    texts = [t for t in load_imdb()["validation"]["text"][:256]]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = _checkpoint(profile, Path(tmp), **overrides)
+        for mode, knobs in MODES.items():
+            with Service(checkpoint, max_texts=max(per_request), **knobs) as service:
+                for k in per_request:
+                    for c in concurrency:
+                        n = requests if k == 1 else max(requests // 8, c * 2)
+                        row = asyncio.run(_load(service.url, texts, c, k, n, seconds))
+                        rows.append({"mode": mode, "clients": c, "reviews_per_request": k, **row})
+    out = {"serving_profile": profile, "serving_rows": rows}
+    batched = {(r["clients"], r["reviews_per_request"]): r for r in rows if r["mode"] == "micro-batched"}
+    single = {(r["clients"], r["reviews_per_request"]): r for r in rows if r["mode"] != "micro-batched"}
+    key = (max(concurrency), 1)
+    if key in batched and key in single:
+        out["serving_batching_speedup"] = batched[key]["requests_per_s"] / single[key]["requests_per_s"]
+        out["serving_p99_ms_batched"] = batched[key]["p99_ms"]
+    return out
