@@ -129,42 +129,74 @@ def _error(status: int, message: str, **extra) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message, **extra})
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes is answered 413 before any of it is parsed (by the
-    declared Content-Length, or while it streams in)."""
+class Guard:
+    """ASGI middleware in front of every route: the API key (on /v1/* and /metrics), the body size cap (by the
+    declared Content-Length, or while the body streams in, before any of it is parsed), and the request
+    metrics. Plain ASGI rather than Starlette's BaseHTTPMiddleware, which costs more per request."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, api_key: str | None, metrics: "Metrics", known_paths: set[str]):
+        self.app, self.limit, self.api_key, self.metrics, self.known = app, limit, api_key, metrics, known_paths
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        too_big = _error(413, f"request body over the limit of {self.limit} bytes", field="body", limit=self.limit)
+        t0 = time.perf_counter()
+        path = scope["path"] if scope["path"] in self.known else "other"
+        status = {"code": 500}
+
+        async def send_observed(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is None:
+                receive, refusal = await self._bounded(receive)
+            if refusal is not None:
+                return await refusal(scope, receive, send_observed)
+            return await self.app(scope, receive, send_observed)
+        finally:
+            self.metrics.requests.labels(path, str(status["code"])).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - t0)
+
+    def _refusal(self, scope) -> JSONResponse | None:
+        headers = dict(scope.get("headers") or [])
+        if self.api_key is not None and (scope["path"].startswith("/v1/") or scope["path"] == "/metrics"):
+            given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ")
+            if not hmac.compare_digest(given, self.api_key.encode()):
+                return _error(401, "missing or wrong API key: send it in the X-API-Key header")
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await too_big(scope, receive, send)
+            return self._too_big()
+        return None
+
+    def _too_big(self) -> JSONResponse:
+        return _error(413, f"request body over the limit of {self.limit} bytes", field="body", limit=self.limit)
+
+    async def _bounded(self, receive):
+        """Read the whole body (at most `limit` bytes) and hand it on in one message."""
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return receive, None  # the app sees the disconnect itself
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.limit:
-                return await too_big(scope, receive, send)
+                return receive, self._too_big()
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        replayed = False
+        body, sent = b"".join(chunks), False
 
         async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
+            nonlocal sent
+            if not sent:
+                sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        return await self.app(scope, replay, send)
+        return replay, None
 
 
 def serve(models: dict[str, ServedModel], host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
@@ -206,22 +238,6 @@ def create_app(models: dict[str, ServedModel], limits: Limits = Limits(), api_ke
 
     app = FastAPI(title="nanogpt-imdb sentiment classifier", version="1", lifespan=lifespan,
                   description="A small GPT trained on IMDB reviews: positive or negative, with P(positive).")
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        t0 = time.perf_counter()
-        path = request.url.path if request.url.path in KNOWN_PATHS else "other"
-        if api_key is not None and (path.startswith("/v1/") or path == "/metrics"):
-            given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
-                "Bearer ")
-            if not hmac.compare_digest(given.encode(), api_key.encode()):
-                response = _error(401, "missing or wrong API key: send it in the X-API-Key header")
-                metrics.requests.labels(path, "401").inc()
-                return response
-        response = await call_next(request)
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - t0)
-        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -292,6 +308,6 @@ def create_app(models: dict[str, ServedModel], limits: Limits = Limits(), api_ke
     async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    KNOWN_PATHS = {"/v1/classify", "/v1/models", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
-    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    known = {"/v1/classify", "/v1/models", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
+    app.add_middleware(Guard, limit=limits.max_body_bytes, api_key=api_key, metrics=metrics, known_paths=known)
     return app
