@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed: the split is fixed, the training seed varies (default); resplit: the split varies "
                         "with the seed; paired: CE started as the BCE function of the same seed, and BCE with CE's "
                         "head step")
+    p.add_argument("--workers", type=int, default=None,
+                   help="train the runs on a local Dask cluster of N worker processes (one per GPU with CUDA); "
+                        "default: one after another in this process")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="train the runs on the Dask cluster at ADDRESS (e.g. tcp://10.0.0.5:8786); the results "
+                        "folder must be storage the workers share")
     p.add_argument("--no-notebooks", action="store_true",
                    help="train and print the table only, without executing the notebooks")
     p.add_argument("--figures", default="figures", help="where the notebooks write figures (default: figures)")
@@ -200,6 +206,10 @@ def cmd_study(args) -> int:
         bad = [x for x in losses if x not in allowed]
         if bad or not losses:
             raise ValueError(f"Bad --losses {args.losses!r}: use a subset of {','.join(allowed)}.")
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers {args.workers}: use 1 or more.")
+        if args.workers is not None and args.scheduler:
+            raise ValueError("--workers starts a local cluster and --scheduler uses an existing one: give one.")
         overrides = _run_overrides(args)
         prof.make_config("ce", 0, **overrides)  # validate before any training starts
     except (ValueError, TypeError) as exc:
@@ -208,7 +218,7 @@ def cmd_study(args) -> int:
         if args.design == "paired" and args.losses == "ce,bce":
             losses = ("ce", "bce", "bce-head2x")
         runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, design=args.design,
-                         **overrides)
+                         workers=args.workers, scheduler=args.scheduler, **overrides)
     else:
         from nanogpt.powered import with_design
         from nanogpt.results import read_results
@@ -216,7 +226,8 @@ def cmd_study(args) -> int:
 
         source = overrides.pop("source")
         executed = run_notebooks(prof.name, seeds, source, args.out, args.figures, args.reports,
-                                 overrides=overrides, progress=not args.quiet, design=args.design)
+                                 overrides=overrides, progress=not args.quiet, design=args.design,
+                                 workers=args.workers, scheduler=args.scheduler)
         runs = with_design(read_results(f"{args.out}/runs.csv", finished_only=True))
         runs = runs[(runs["profile"] == prof.name) & (runs["design"] == ("fixed" if args.design == "paired"
                                                                           else args.design))]

@@ -39,6 +39,8 @@ class Notebook:
     figures_dir: Path | None = None
     overrides: dict = field(default_factory=dict)
     design: str = "fixed"
+    workers: int | None = None  # a local Dask cluster of this many workers; None: train in this process
+    scheduler: str | None = None  # or the address of a running Dask scheduler
 
     def save(self, fig, name: str) -> Path:
         """Save a figure as figures_dir/<profile>/name (and say where), with the design in the name when it is
@@ -55,12 +57,13 @@ class Notebook:
 
 
 def setup(profile, source="bundled", seeds=None, results_dir=None, figures_dir=None, overrides=None,
-          design="fixed") -> Notebook:
+          design="fixed", workers=None, scheduler=None) -> Notebook:
     """Check the parameters a notebook was given, style the plots, and return them as a `Notebook`."""
     profile = P.check_profile(profile)
     nb = Notebook(profile=profile, source=P.check_source(source),
                   seeds=list(get_profile(profile).seeds) if seeds is None else P.check_seeds(seeds),
-                  design=P.check_design(design))
+                  design=P.check_design(design), workers=P.check_workers(workers),
+                  scheduler=P.check_scheduler(scheduler))
     if results_dir is not None:
         nb.results_dir = resolve(P.check_folder("results_dir", results_dir))
     if figures_dir is not None:
@@ -117,7 +120,7 @@ def train_loss(nb: Notebook, loss: str) -> pd.DataFrame:
     from nanogpt.study import run_study
 
     runs = run_study(nb.profile, nb.seeds, losses=DESIGN_ARMS[nb.design][loss], out_dir=nb.results_dir,
-                     source=nb.source, design=nb.design, **nb.overrides)
+                     source=nb.source, design=nb.design, workers=nb.workers, scheduler=nb.scheduler, **nb.overrides)
     runs["checkpoint"] = [str(RunDir(nb.results_dir, r).model) for r in runs["run_id"]]
     runs["arm"] = runs["arm"].fillna(runs["loss"])
     return runs[["seed", "arm", "val_accuracy", "val_loss", "roc_auc", "ece", "train_seconds", "tokens_per_second",

@@ -23,6 +23,22 @@ def check_design(design) -> str:
     return design
 
 
+def check_workers(workers) -> int | None:
+    if workers is None:
+        return None
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ParameterError(f"parameter workers={workers!r}: None (train here) or a number of workers >= 1.")
+    return workers
+
+
+def check_scheduler(scheduler) -> str | None:
+    if scheduler is None:
+        return None
+    if not isinstance(scheduler, str) or not scheduler.strip():
+        raise ParameterError(f"parameter scheduler={scheduler!r}: None or an address such as 'tcp://host:8786'.")
+    return scheduler.strip()
+
+
 def check_seeds(seeds) -> list[int]:
     """Seeds as '0-4', '0,1,2', an int, or a list of ints."""
     if isinstance(seeds, bool):

@@ -67,23 +67,28 @@ def design_configs(profile: str, design: str = "fixed", seeds: list[int] | None 
 
 
 def run_study(profile: str, seeds: list[int] | None = None, losses=LOSS_NAMES, out_dir: str | Path = "results",
-              quiet: bool = False, design: str = "fixed", **overrides) -> pd.DataFrame:
-    """Train every run of the study not yet finished; return the rows of this study's runs."""
+              quiet: bool = False, design: str = "fixed", workers: int | None = None, scheduler: str | None = None,
+              **overrides) -> pd.DataFrame:
+    """Train every run of the study not yet finished (here, or as Dask tasks with `workers` or `scheduler`);
+    return the rows of this study's runs."""
     configs = design_configs(profile, design, seeds, losses, out_dir, quiet, **overrides)
     if not quiet:
         arms = sorted({c.arm() for c in configs})
         print(f"study '{profile}', design '{design}': {len(configs)} runs ({', '.join(arms)} x "
               f"{len(configs) // len(arms)} seeds)")
-    return run_configs(configs, out_dir, quiet)
+    return run_configs(configs, out_dir, quiet, workers, scheduler)
 
 
-def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = False) -> pd.DataFrame:
+def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = False, workers: int | None = None,
+                scheduler: str | None = None) -> pd.DataFrame:
     """Train the runs of `configs` that have not finished; return the index rows of all of them.
 
     The index is first brought in line with the run folders (rebuilt if torn, see `sync_index`). Finished runs
     (verified weights) are skipped, interrupted ones resume from their last state, a run that fails (NaN loss)
     is recorded as failed and the others go on. Several studies may share a results folder: a run another live
-    process is training is skipped and looked at again at the end, once that process lets go of it."""
+    process is training is skipped and looked at again at the end, once that process lets go of it.
+    With `workers` (a local Dask cluster) or `scheduler` (an existing one) the runs are Dask tasks instead
+    (`nanogpt.cluster`); without either they train here, one after another."""
     sync_index(out_dir, verbose=not quiet)
     done = finished_run_ids(out_dir)
     ids = [c.run_id() for c in configs]  # each id hashes the config and resolves data, device and precision
@@ -95,6 +100,15 @@ def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = F
             from nanogpt.estimate import describe_estimate
 
             print(describe_estimate(todo))
+    if todo and (workers or scheduler):
+        from nanogpt.cluster import dask_client, run_on_cluster, worker_threads
+
+        with dask_client(workers, scheduler, quiet=quiet) as client:
+            failed_ids = run_on_cluster(client, todo, out_dir, quiet,
+                                        threads=worker_threads(workers) if workers and not scheduler else None)
+        if failed_ids and not quiet:
+            print(f"{len(failed_ids)} run(s) failed and are recorded with status 'failed': " + ", ".join(failed_ids))
+        todo = []
     deferred, failed = [], []
     for i, cfg in enumerate(todo, 1):
         if not quiet:
@@ -153,13 +167,15 @@ class NotebookFailed(RuntimeError):
 
 
 def notebook_parameters(name: str, profile: str, seeds: list[int] | None, source: str, results_dir: Path,
-                        figures_dir: Path, overrides: dict, design: str = "fixed") -> dict:
+                        figures_dir: Path, overrides: dict, design: str = "fixed", workers: int | None = None,
+                        scheduler: str | None = None) -> dict:
     common = {"profile": profile}
     if name.startswith("01"):
         return {**common, "source": source, "figures_dir": str(figures_dir)}
     if name.startswith(("02", "03")):
         return {**common, "seeds": seeds, "source": source, "results_dir": str(results_dir),
-                "figures_dir": str(figures_dir), "overrides": overrides, "design": design}
+                "figures_dir": str(figures_dir), "overrides": overrides, "design": design, "workers": workers,
+                "scheduler": scheduler}
     if name.startswith("04"):
         return {**common, "source": source, "results_dir": str(results_dir), "figures_dir": str(figures_dir)}
     return {**common, "source": source, "results_dir": str(results_dir)}
@@ -168,7 +184,8 @@ def notebook_parameters(name: str, profile: str, seeds: list[int] | None, source
 def run_notebooks(profile: str, seeds: list[int] | None = None, source: str = "bundled",
                   results_dir: str | Path = "results", figures_dir: str | Path = "figures",
                   reports_dir: str | Path = "reports", notebooks_dir: str | Path | None = None,
-                  overrides: dict | None = None, progress: bool = True, design: str = "fixed") -> dict[str, Path]:
+                  overrides: dict | None = None, progress: bool = True, design: str = "fixed",
+                  workers: int | None = None, scheduler: str | None = None) -> dict[str, Path]:
     """Execute notebooks 01 -> 05 with papermill (02 and 03 train `design`, 04 analyses every design the
     results hold); return where each executed copy went.
 
@@ -188,7 +205,7 @@ def run_notebooks(profile: str, seeds: list[int] | None = None, source: str = "b
         source_nb = notebooks_dir / f"{name}.ipynb"
         output_nb = reports_dir / f"{name}.ipynb"
         parameters = notebook_parameters(name, profile, seeds, source, results_dir, figures_dir, overrides or {},
-                                         design)
+                                         design, workers, scheduler)
         if progress:
             print(f"notebook {name} -> {output_nb}")
         try:

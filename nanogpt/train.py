@@ -113,9 +113,10 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         return train_claimed(cfg, run, resume)
 
 
-def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool) -> RunResult:
+def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool = True) -> RunResult:
     """`train` for a caller that already holds the run's claim (a study, which checks first whether another
-    process finished the run meanwhile)."""
+    process finished the run meanwhile). With `write_index=False` the row goes to the run folder only, and the
+    caller upserts it into runs.csv (a Dask worker: the client writes the index once)."""
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     prepare_device(device, cfg.num_threads)
@@ -165,7 +166,8 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool) -> RunResult:
         row = result_row(cfg, run_id, len(train_split), len(val_split), device.type, precision, "failed",
                          steps=step, error=message)
         run.write_meta(row, config=asdict(cfg), environment=environment(device, precision))
-        upsert_result_row(index, row)
+        if write_index:
+            upsert_result_row(index, row)
         raise NonFiniteLossError(message)
 
     batches = infinite_batches(train_split.lengths, cfg.batch_size, cfg.seed, skip=start_step)
@@ -245,7 +247,8 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool) -> RunResult:
     run.write_meta(row, config=asdict(cfg), model_config=asdict(raw_model.config), metrics=metrics,
                    environment=environment(device, precision), val_loss=val_loss, train_seconds=train_seconds,
                    tokens_per_second=tps)
-    upsert_result_row(index, row)
+    if write_index:
+        upsert_result_row(index, row)
     run.clean_stale(finished=True, keep=cfg.keep)  # the resumable state and any temporary files
     if not cfg.quiet:
         print(f"run {run_id}: val accuracy {metrics['accuracy']:.4f}, val loss {val_loss:.4f}, "

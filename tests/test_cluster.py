@@ -1,0 +1,129 @@
+"""Studies on a Dask cluster: a real LocalCluster of 2 worker processes, tiny configs."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import tiny_config
+from nanogpt import cluster as C
+from nanogpt.__main__ import main
+from nanogpt.results import read_results, runs_csv
+from nanogpt.rundir import RunDir
+from nanogpt.study import run_configs
+
+pytestmark = pytest.mark.slow  # worker processes import torch and train
+
+
+@pytest.fixture(scope="module")
+def client():
+    """One local cluster of 2 worker processes for the tests that need one (starting one costs seconds)."""
+    with C.dask_client(workers=2, quiet=True) as c:
+        yield c
+
+
+def configs(out, **changes):
+    # one torch thread everywhere: in-process and worker runs then compute in the same order, bit for bit
+    return [tiny_config(out, loss=loss, seed=seed, num_threads=1, **changes) for loss in ("ce", "bce")
+            for seed in (0, 1)]
+
+
+def test_local_cluster_gives_the_in_process_results(tmp_path, client):
+    local = run_configs(configs(tmp_path / "a"), tmp_path / "a" / "results", quiet=True)
+    assert C.run_on_cluster(client, configs(tmp_path / "b"), tmp_path / "b" / "results", quiet=True) == []
+    remote = read_results(runs_csv(tmp_path / "b" / "results"), finished_only=True)
+    key = ["run_id", "val_accuracy", "val_loss", "status"]
+    assert local[key].sort_values("run_id").values.tolist() == remote[key].sort_values("run_id").values.tolist()
+    index = pd.read_csv(runs_csv(tmp_path / "b" / "results"))  # written by the client only, same format
+    assert list(index.columns) == list(pd.read_csv(runs_csv(tmp_path / "a" / "results")).columns)
+    assert len(index) == 4 and index["run_id"].is_unique
+
+
+def test_a_worker_killed_mid_run_is_survived(tmp_path, client):
+    """kill -9 of the worker process training a run: its nanny restarts it, Dask runs the task again, the run
+    resumes from its saved state and ends exactly as an uninterrupted run does."""
+    cfg = tiny_config(tmp_path, loss="ce", seed=3, num_threads=1, max_steps=200, eval_interval=200,
+                      checkpoint_interval=10, train_limit=2048)
+    reference = run_configs([cfg.replace(out_dir=str(tmp_path / "ref"))], tmp_path / "ref", quiet=True)
+    out = tmp_path / "results"
+    run = RunDir(out, cfg.run_id())
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(failed=C.run_on_cluster(client, [cfg], out, True)))
+    thread.start()
+    deadline = time.time() + 120
+    while not run.state.is_file():  # a saved state exists: the run is under way
+        assert time.time() < deadline and thread.is_alive(), "the run never saved a state"
+        time.sleep(0.02)
+    busy = [w for w, keys in client.processing().items() if keys]
+    pid = client.run(os.getpid, workers=busy)[busy[0]]
+    os.kill(pid, signal.SIGKILL)
+    thread.join(300)
+    assert pid not in client.run(os.getpid).values()  # the worker was really replaced
+    assert result["failed"] == []
+    rows = read_results(runs_csv(out))
+    assert len(rows) == 1 and rows["status"].tolist() == ["ok"]  # exactly once
+    assert rows["val_accuracy"].iloc[0] == reference["val_accuracy"].iloc[0]
+    assert rows["val_loss"].iloc[0] == reference["val_loss"].iloc[0]
+
+
+def test_a_run_that_raises_is_recorded_failed_and_the_others_finish(tmp_path, client):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\n" + "".join(f"review number {i},{2}\n" for i in range(300)))  # label 2: invalid
+    todo = configs(tmp_path)[:2] + [tiny_config(tmp_path, loss="ce", seed=0, num_threads=1, source=str(bad))]
+    failed = C.run_on_cluster(client, todo, tmp_path / "results", quiet=True)
+    assert failed == [todo[2].run_id()]
+    rows = read_results(runs_csv(tmp_path / "results")).set_index("run_id")
+    assert rows.loc[todo[2].run_id(), "status"] == "failed"
+    assert "label" in rows.loc[todo[2].run_id(), "error"]
+    assert (rows.loc[[c.run_id() for c in todo[:2]], "status"] == "ok").all()
+
+
+def test_gpu_workers_are_pinned_one_gpu_each():
+    assert C.gpu_worker_env(4, 2) == [{"CUDA_VISIBLE_DEVICES": g} for g in ("0", "1", "0", "1")]
+    assert C.worker_threads(2, cores=16) == 8 and C.worker_threads(4, cores=2) == 1
+    # the GPU cluster's worker environments, on any machine (CUDA_VISIBLE_DEVICES is inert without a GPU)
+    with C.dask_client(workers=2, gpus=2, quiet=True) as client:
+        seen = sorted(client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES")).values())
+    assert seen == ["0", "1"]
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(C, "CONNECT_TIMEOUT_S", 3)
+    t0 = time.time()
+    code = main(["study", "--profile", "smoke", "--seeds", "0", "--no-notebooks", "--quiet", "--out",
+                 str(tmp_path), "--scheduler", "tcp://127.0.0.1:9"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "no Dask scheduler answered at tcp://127.0.0.1:9" in err[0]
+    assert time.time() - t0 < 60
+
+
+def test_an_external_scheduler_runs_the_study(tmp_path):
+    """`dask scheduler` and `dask worker` started by hand, as on two hosts, and the study sent to them."""
+    port = C_free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", str(port),
+                                  "--dashboard-address", ":0", "--host", "127.0.0.1"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", f"tcp://127.0.0.1:{port}",
+                               "--nthreads", "1", "--nworkers", "1"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        runs = run_configs(configs(tmp_path)[:2], tmp_path / "results", quiet=True,
+                           scheduler=f"tcp://127.0.0.1:{port}")
+        assert len(runs) == 2 and (runs["status"] == "ok").all()
+    finally:
+        for proc in (worker, scheduler):
+            proc.terminate()
+            proc.wait(30)
+
+
+def C_free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
