@@ -126,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print numbers (never assert a time)")
     p.add_argument("--quick", action="store_true", help="fewer repeats, no time-to-accuracy runs (~1-2 minutes)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write every figure to FILE as JSON")
-    p.add_argument("--serving-only", action="store_true",
-                   help="only the service under load (python -m nanogpt serve on loopback, ~2 minutes)")
+    p.add_argument("--only", choices=("serving", "sweep"), default=None,
+                   help="one section: serving (the service under load, ~2 min) or sweep (a study in-process "
+                        "against Dask workers, ~3 min)")
 
     p = sub.add_parser("classify", help="classify reviews with a trained checkpoint")
     p.add_argument("--checkpoint", required=True, help="results/runs/<run_id>/model.pt")
@@ -268,10 +269,10 @@ def cmd_classify(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from nanogpt.bench import run_bench, run_serving_bench
+    from nanogpt.bench import run_bench, run_section
 
-    if args.serving_only:
-        run_serving_bench(json_path=args.json)
+    if args.only:
+        run_section(args.only, json_path=args.json)
     else:
         run_bench(quick=args.quick, json_path=args.json)
     return 0

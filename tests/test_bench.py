@@ -32,6 +32,8 @@ def test_quick_bench_runs_and_reports_sane_numbers(tmp_path):
         (m, c, k) for m in ("micro-batched", "one forward per request") for c in (1, 32) for k in (1, 32)}
     assert all(r["errors"] == 0 and r["requests"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in rows)
     assert b["serving_batching_speedup"] > 0
+    assert "Dask worker" in r.stdout and b["sweep_runs"] == 4  # a study in-process against 2 Dask workers
+    assert b["sweep_in_process_s"] > 0 and b["sweep_workers2_s"] > 0 and b["sweep_workers2_overhead"] > -1
 
 
 def test_hf_trainer_time_to_accuracy_stops_at_the_target(tmp_path):

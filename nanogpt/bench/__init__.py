@@ -3,7 +3,8 @@
 Each line sets our code beside the obvious alternative or the machine's own limit, measured in one process:
 matmul throughput, a training step against Hugging Face `GPT2ForSequenceClassification`, an epoch of our
 length-bucketed pipeline against batches padded to the block size, time to 85% validation accuracy, data
-loading, and inference latency. On a CUDA device, the GPU section too.
+loading, inference latency, the HTTP service under load (micro-batched against one forward per request), and
+a study in-process against Dask workers. On a CUDA device, the GPU section too.
 
 Outside the core import graph: nothing in `nanogpt` imports this package, and its references need the
 optional packages of requirements-bench.txt (transformers, accelerate), which `make setup` installs.
@@ -51,9 +52,28 @@ def serving_section(show, quick: bool) -> dict:
     return out
 
 
-def run_serving_bench(json_path: str | None = None) -> dict:
-    """The service section alone (`bench --serving-only`): about two minutes."""
-    out = serving_section(lambda name, text: print(f"{name:<28}{text}", flush=True), quick=False)
+def sweep_section(show, quick: bool) -> dict:
+    import torch
+
+    from nanogpt.bench.sweep import sweep_figures
+
+    gpu = torch.cuda.is_available()
+    out = sweep_figures(runs=4 if quick else 8, worker_counts=(1, 2, 4) if gpu else (2,),
+                        profile="paper" if gpu else "smoke", max_steps=50 if quick else 150)
+    for key in [k for k in out if k.startswith("sweep_workers") and k.endswith("_s")]:
+        n = key.removeprefix("sweep_workers").removesuffix("_s")
+        show(f"study on {n} Dask worker(s)", f"{out[key]:.0f} s for {out['sweep_runs']} runs against "
+                                             f"{out['sweep_in_process_s']:.0f} s in-process: overhead "
+                                             f"{out[f'sweep_workers{n}_overhead']:+.0%}")
+    return out
+
+
+SECTIONS = {"serving": serving_section, "sweep": sweep_section}
+
+
+def run_section(name: str, json_path: str | None = None) -> dict:
+    """One section alone (`bench --only serving|sweep`), full size."""
+    out = SECTIONS[name](lambda label, text: print(f"{label:<28}{text}", flush=True), False)
     if json_path:
         atomic_write_json(json_path, out)
     return out
@@ -106,6 +126,7 @@ def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
     show("inference", f"one review ({inf['review_tokens']} tokens) median {inf['predict_latency_ms_median']:.1f} ms, "
                       f"p95 {inf['predict_latency_ms_p95']:.1f} ms; batch {inf['predict_reviews_per_s']:,.0f} reviews/s")
     out.update(serving_section(show, quick))
+    out.update(sweep_section(show, quick))
     if device.type == "cuda":
         acc = accelerator_figures(device, "paper", rounds=5 if quick else 20, study=not quick)
         out.update(acc)
