@@ -85,8 +85,8 @@ def load_models(specs: list[str], device: str = "cpu", precision: str = "fp32") 
 
     models: dict[str, ServedModel] = {}
     for spec in specs:
-        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        path = Path(path)
+        name, sep, rest = spec.partition("=")
+        name, path = (name, Path(rest)) if sep and "/" not in name and name else ("", Path(spec))
         classifier = Classifier.load(path, device=device, precision=precision)
         if not name:
             name, n = classifier.loss, 2

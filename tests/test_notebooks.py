@@ -91,3 +91,33 @@ def test_wrong_parameter_type_fails_in_the_check_cell(tmp_path):
         pm.execute_notebook(str(NOTEBOOK_DIR / "02_train_cross_entropy.ipynb"), str(tmp_path / "out.ipynb"),
                             parameters={"profile": "smoke", "seeds": 3.5, "results_dir": str(tmp_path)},
                             kernel_name="python3", progress_bar=False)
+
+
+@pytest.mark.slow
+def test_notebook_04_tells_the_committed_powered_study(tmp_path):
+    """Notebook 04 on the committed `fast` rows (every design): its figures, and the verdict it wrote equals
+    the package's report on the same rows."""
+    import shutil
+
+    import papermill as pm
+
+    from nanogpt.powered import powered_report
+    from nanogpt.results import one_population, read_results
+
+    repo = NOTEBOOK_DIR.parent
+    tracked = subprocess.run(["git", "ls-files", "results"], cwd=repo, capture_output=True, text=True, check=True)
+    (tmp_path / "results").mkdir()
+    for name in tracked.stdout.split():
+        shutil.copy(repo / name, tmp_path / "results" / Path(name).name)
+    pm.execute_notebook(str(NOTEBOOK_DIR / "04_statistical_comparison.ipynb"), str(tmp_path / "04.ipynb"),
+                        parameters={"profile": "fast", "results_dir": str(tmp_path / "results"),
+                                    "figures_dir": str(tmp_path / "figures"), "n_boot": 2000},
+                        kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOK_DIR))
+    for name in ("04_powered_runs.png", "04_ci_by_n.png", "04_max_min.png", "04_variance_by_design.png",
+                 "04_paired_runs.png"):
+        assert (tmp_path / "figures" / "fast" / name).stat().st_size > 10_000, name
+    written = json.loads((tmp_path / "results" / "powered-fast.json").read_text())
+    runs = read_results(tmp_path / "results" / "runs.csv", finished_only=True)
+    runs, _ = one_population(runs[runs["profile"] == "fast"], prefer=("cpu", "fp32"))
+    assert written["verdict"] == powered_report(runs, n_boot=2000)["verdict"]
+    assert written["accuracy"]["n_ce"] >= 20 and written["resplit"] is not None

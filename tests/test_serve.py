@@ -246,3 +246,22 @@ def test_sigterm_answers_in_flight_requests_then_exits(checkpoints):
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
+
+
+def test_models_are_named_and_the_command_line_is_checked(checkpoints, tmp_path, capsys, monkeypatch):
+    from nanogpt.__main__ import main
+
+    models = load_models([checkpoints["ce"], checkpoints["ce"], f"calm=={checkpoints['bce']}".replace("==", "=")])
+    assert list(models) == ["ce", "ce-2", "calm"] and models["calm"].classifier.loss == "bce"
+    with pytest.raises(ValueError, match="two checkpoints are named 'x'"):
+        load_models([f"x={checkpoints['ce']}", f"x={checkpoints['bce']}"])
+    monkeypatch.delenv("NANOGPT_TEST_KEY", raising=False)
+    for args, code, text in [
+        (["serve", "--checkpoint", str(tmp_path / "missing.pt")], 1, "missing.pt"),
+        (["serve", "--checkpoint", checkpoints["ce"], "--api-key-env", "NANOGPT_TEST_KEY"], 2, "unset or empty"),
+        (["serve", "--checkpoint", checkpoints["ce"], "--max-batch", "0"], 2, "max_batch must be >= 1"),
+        (["serve", "--checkpoint", checkpoints["ce"], "--port", "70000"], 2, "--port 70000"),
+    ]:
+        assert main(args) == code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and text in err[0], err
