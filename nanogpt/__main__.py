@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
                    help="fp32 (default: the same answers on every CPU) or bf16 where the processor has it")
     p.add_argument("--max-batch", type=int, default=32, help="texts per merged forward pass (1: no merging)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for more requests")
     p.add_argument("--max-texts", type=int, default=64, help="texts per request")
     p.add_argument("--max-chars", type=int, default=20_000, help="characters per text")
     p.add_argument("--max-body-bytes", type=int, default=2_000_000, help="request body size, checked before parsing")

@@ -57,15 +57,24 @@ class MicroBatcher:
         return await request.future
 
     async def _next(self, timeout: float | None) -> _Request | None:
+        """The held request, else the next queued one: waiting for it when `timeout` is None, else polling
+        until `timeout` seconds pass (polling, not wait_for on Queue.get: a get cancelled by a timeout as an
+        item arrives could lose that request on Python 3.11)."""
         if self._held is not None:
             request, self._held = self._held, None
             return request
         if timeout is None:
             return await self._queue.get()
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout) if timeout > 0 else self._queue.get_nowait()
-        except (asyncio.TimeoutError, asyncio.QueueEmpty):
-            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        while True:
+            try:
+                return self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                left = deadline - loop.time()
+                if left <= 0:
+                    return None
+                await asyncio.sleep(min(left, 0.0005))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -43,7 +43,7 @@ class Limits:
     max_chars: int = 20_000  # characters per text (IMDB's longest review has 13,704)
     max_body_bytes: int = 2_000_000  # request body, refused before parsing
     max_batch: int = 32  # texts per merged forward pass; 1 = one forward per request
-    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
+    max_wait_ms: float = 2.0  # how long the first request of a batch waits for others
 
     def __post_init__(self):
         for name in ("max_texts", "max_chars", "max_body_bytes", "max_batch"):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = {"micro-batched": dict(max_batch=32, max_wait_ms=5.0), "one forward per request": dict(max_batch=1,
+MODES = {"micro-batched": dict(max_batch=32, max_wait_ms=2.0), "one forward per request": dict(max_batch=1,
                                                                                                   max_wait_ms=0.0)}
 
 
@@ -48,12 +48,15 @@ def _checkpoint(profile: str, folder: Path, **overrides) -> Path:
 class Service:
     """`python -m nanogpt serve` in a subprocess, ready when /readyz says so; SIGTERM on exit."""
 
-    def __init__(self, checkpoint: Path, max_batch: int, max_wait_ms: float, max_texts: int = 64):
+    def __init__(self, checkpoint: Path, max_batch: int, max_wait_ms: float, max_texts: int = 64,
+                 threads: int | None = None):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [sys.executable, "-m", "nanogpt", "serve", "--checkpoint", str(checkpoint), "--port",
                      str(self.port), "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
                      "--max-texts", str(max_texts), "--log-level", "warning"]
+        if threads:
+            self.args += ["--threads", str(threads)]
 
     def __enter__(self):
         import httpx
@@ -81,31 +84,35 @@ class Service:
 
 
 async def _load(url: str, texts: list[str], clients: int, per_request: int, requests: int, seconds: float) -> dict:
-    """`clients` closed-loop clients sending `requests` requests in all (or until `seconds` pass)."""
+    """`clients` closed-loop clients sending `requests` timed requests in all (or until `seconds` pass), after
+    two untimed rounds that warm the connections and the server's buffers for full batches."""
     import httpx
 
+    warmup = 2 * clients
     latencies: list[float] = []
     errors = 0
     sent = 0
-    stop_at = time.perf_counter() + seconds
+    timing = {"start": None, "stop_at": float("inf")}
 
-    async def client(client_id: int, http: httpx.AsyncClient):
+    async def client(http: httpx.AsyncClient):
         nonlocal sent, errors
-        while sent < requests and time.perf_counter() < stop_at:
-            start = (sent * per_request) % len(texts)
+        while sent < warmup + requests and time.perf_counter() < timing["stop_at"]:
+            i = sent
             sent += 1
-            body = {"texts": (texts + texts)[start : start + per_request]}
+            if i == warmup:
+                timing["start"] = time.perf_counter()
+                timing["stop_at"] = timing["start"] + seconds
+            start = (i * per_request) % len(texts)
             t0 = time.perf_counter()
-            r = await http.post(f"{url}/v1/classify", json=body)
-            latencies.append(time.perf_counter() - t0)
-            errors += r.status_code != 200
+            r = await http.post(f"{url}/v1/classify", json={"texts": (texts + texts)[start : start + per_request]})
+            if i >= warmup:
+                latencies.append(time.perf_counter() - t0)
+                errors += r.status_code != 200
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-        await http.post(f"{url}/v1/classify", json={"texts": texts[:per_request]})  # connections warm
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client(i, http) for i in range(clients)))
-        wall = time.perf_counter() - t0
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    wall = time.perf_counter() - timing["start"]
     ms = np.array(latencies) * 1000
     return {"requests": len(latencies), "errors": errors, "seconds": wall, "requests_per_s": len(latencies) / wall,
             "reviews_per_s": len(latencies) * per_request / wall, "p50_ms": float(np.percentile(ms, 50)),

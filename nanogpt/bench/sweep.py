@@ -1,7 +1,9 @@
 """Study throughput: one fixed small sweep trained in this process, one run after another, against the same
 sweep as tasks on a local Dask cluster (`study --workers N`). On a 2-core CPU the two should be about equal:
 the figure is the cluster's overhead (starting workers, shipping configs and rows), which should stay under
-10% of the in-process time. On a GPU machine, the same sweep with 1, 2 and 4 workers sharing the one GPU."""
+10% of the in-process time: measured with one worker that has every core, so that the only difference is
+Dask. With N workers the figure also holds how well the machine runs N trainings at once. On a GPU machine,
+the same sweep with 1, 2 and 4 workers sharing the one GPU."""
 from __future__ import annotations
 
 import tempfile
