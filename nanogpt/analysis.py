@@ -90,6 +90,20 @@ def runs_for_equivalence(diff: float, sd_a: float, sd_b: float, margin: float, a
     return int(math.ceil((sps.norm.ppf(1 - alpha) + z_beta) ** 2 * (sd_a**2 + sd_b**2) / room**2))
 
 
+def runs_for_sd_ratio(ratio: float, band: tuple[float, float], alpha: float, power: float = 0.8) -> dict:
+    """Runs per arm to decide an sd ratio, from the normal approximation of log(sd_a / sd_b), whose variance is
+    1/(2(n_a - 1)) + 1/(2(n_b - 1)) for normal runs: to detect `ratio` against 1 (two-sided, `power`), and to
+    show it inside `band` (both one-sided bounds, `power`). None where no n will do (ratio at a band edge or
+    outside it; a ratio of exactly 1 is never "detected")."""
+    z_a, z_a2, z_b = sps.norm.ppf(1 - alpha), sps.norm.ppf(1 - alpha / 2), sps.norm.ppf(power)
+    log_r = abs(math.log(ratio))
+    detect = None if log_r == 0 else int(math.ceil(1 + ((z_a2 + z_b) / log_r) ** 2))
+    room = min(math.log(ratio) - math.log(band[0]), math.log(band[1]) - math.log(ratio))
+    z_eq = sps.norm.ppf(1 - (1 - power) / 2) if log_r == 0 else z_b  # both bounds bind at a ratio of 1
+    equivalent = None if room <= 0 else int(math.ceil(1 + ((z_a + z_eq) / room) ** 2))
+    return {"to_detect": detect, "for_equivalence": equivalent}
+
+
 def accuracy_claim(ce, bce, plan: dict) -> dict:
     """BCE - CE in points: Welch CI, TOST within the plan's margin, and the decision the plan prescribes."""
     rule = plan["claims"]["accuracy"]
@@ -136,7 +150,8 @@ def stability_claim(ce, bce, plan: dict, n_boot: int = 10_000, seed: int = 0) ->
             "observed_range": {"ce": float(np.ptp(ce)), "bce": float(np.ptp(bce))},
             "expected_range": expected,
             "runs_for_paper_range": {loss: runs_for_expected_range(PAPER[loss]["spread"], float(x.std(ddof=1)))
-                                     for loss, x in (("ce", ce), ("bce", bce))}}
+                                     for loss, x in (("ce", ce), ("bce", bce))},
+            "runs_to_decide": runs_for_sd_ratio(spread["sd_ratio"], (band_lo, band_hi), alpha)}
 
 
 def variance_components(fixed: pd.Series, resplit: pd.Series, n_boot: int = 10_000, seed: int = 0) -> dict:

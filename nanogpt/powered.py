@@ -141,7 +141,15 @@ def stability_sentence(st: dict, n_ce: int, n_bce: int) -> str:
     head = {"difference": ("Stability: " + ("BCE" if st["sd_ratio"] < 1 else "CE") + " varies less"),
             "equivalent": f"Stability: CE and BCE vary equally within the declared band {st['band']}",
             "undecided": "Stability: undecided"}[st["decision"]]
-    return f"{head} ({ci}, Brown-Forsythe p = {st['brown_forsythe_p']:.2g}); {paper}; {ranges}."
+    more = ""
+    if st["decision"] == "undecided":
+        need = st["runs_to_decide"]
+        parts = ([f"about {need['to_detect']} runs per loss would detect a ratio of {st['sd_ratio']:.2f} (80% power)"]
+                 if need["to_detect"] else [])
+        parts += ([f"about {need['for_equivalence']} would show it inside the band"] if need["for_equivalence"] else
+                  ["no number of runs would show it inside the band, as it lies at or beyond an edge"])
+        more = " To decide: " + ", and ".join(parts) + "."
+    return f"{head} ({ci}, Brown-Forsythe p = {st['brown_forsythe_p']:.2g}); {paper}; {ranges}.{more}"
 
 
 def verdict(report: dict) -> list[str]:

@@ -86,3 +86,20 @@ def test_pairing_narrows_the_ci_when_runs_are_correlated():
     t = sps.ttest_rel(a, b)
     ci = t.confidence_interval(0.95)
     assert pc["paired_ci"] == pytest.approx([ci.low, ci.high], abs=1e-10)
+
+
+def test_runs_for_an_sd_ratio_give_the_power_of_the_exact_f_test():
+    """The log-ratio approximation against the exact F-test of equal variances (normal runs): at the n it
+    gives, the two-sided F-test detects the ratio with about the asked power."""
+    ratio, alpha = 0.86, 0.05
+    n = A.runs_for_sd_ratio(ratio, (0.8, 1.25), alpha)["to_detect"]
+    df = n - 1
+    lo, hi = sps.f.ppf(alpha / 2, df, df), sps.f.ppf(1 - alpha / 2, df, df)
+    power = sps.f.cdf(lo / ratio**2, df, df) + sps.f.sf(hi / ratio**2, df, df)  # F = s_a^2/s_b^2 ~ r^2 F(df, df)
+    assert power == pytest.approx(0.8, abs=0.02)
+    need = A.runs_for_sd_ratio(1.0, (0.8, 1.25), alpha)
+    df = need["for_equivalence"] - 1  # equivalence by two one-sided F-tests, true ratio 1: S^2 ~ F(df, df)
+    both = sps.f.cdf(1.25**2 * sps.f.ppf(alpha, df, df), df, df) - sps.f.cdf(0.8**2 * sps.f.ppf(1 - alpha, df, df),
+                                                                              df, df)
+    assert need["to_detect"] is None and both == pytest.approx(0.8, abs=0.1)
+    assert A.runs_for_sd_ratio(0.7, (0.8, 1.25), alpha)["for_equivalence"] is None  # outside the band
