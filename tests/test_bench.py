@@ -27,12 +27,12 @@ def test_quick_bench_runs_and_reports_sane_numbers(tmp_path):
     assert b["seconds_to_85_ce"] is None and b["seconds_to_85_bce"] is None and b["hf_trainer_seconds_to_85"] is None
     assert b["config"]["n_embd"] > 0 and b["torch_version"]
     assert "serve, micro-batch" in r.stdout and "serve, batching gain" in r.stdout
-    rows = b["serving_rows"]  # the service under load, both modes, 1 and 32 clients, 1 and 32 reviews a request
+    rows = b["serving_rows"]  # the service under load, both modes, 1 and 32 clients (quick: one review a request)
     assert {(r["mode"], r["clients"], r["reviews_per_request"]) for r in rows} == {
-        (m, c, k) for m in ("micro-batched", "one forward per request") for c in (1, 32) for k in (1, 32)}
+        (m, c, 1) for m in ("micro-batched", "one forward per request") for c in (1, 32)}
     assert all(r["errors"] == 0 and r["requests"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in rows)
     assert b["serving_batching_speedup"] > 0
-    assert "Dask worker" in r.stdout and b["sweep_runs"] == 4  # a study in-process against 2 Dask workers
+    assert "Dask worker" in r.stdout and b["sweep_runs"] == 2  # a study in-process against 2 Dask workers
     assert b["sweep_in_process_s"] > 0 and b["sweep_workers2_s"] > 0 and b["sweep_workers2_overhead"] > -1
 
 

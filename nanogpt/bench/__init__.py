@@ -40,7 +40,7 @@ def require_optional_packages() -> None:
 def serving_section(show, quick: bool) -> dict:
     from nanogpt.bench.serving import serving_figures
 
-    out = (serving_figures("cpu", concurrency=(1, 32), requests=60, seconds=3) if quick else
+    out = (serving_figures("cpu", concurrency=(1, 32), per_request=(1,), requests=40, seconds=2) if quick else
            serving_figures("cpu", requests=400, seconds=20))
     for r in out["serving_rows"]:
         show(f"serve, {r['mode'][:12]}", f"{r['clients']:>2} clients x {r['reviews_per_request']:>2} reviews: "
@@ -60,8 +60,8 @@ def sweep_section(show, quick: bool) -> dict:
     gpu = torch.cuda.is_available()
     # 1 worker with every core against in-process isolates Dask's own cost; N workers add how well this
     # machine runs N trainings at once (on these 2-vCPU machines two 1-thread processes ran at half speed each)
-    out = sweep_figures(runs=4 if quick else 8, worker_counts=(1, 2, 4) if gpu else ((2,) if quick else (1, 2)),
-                        profile="paper" if gpu else "smoke", max_steps=50 if quick else 150)
+    out = sweep_figures(runs=2 if quick else 8, worker_counts=(1, 2, 4) if gpu else ((2,) if quick else (1, 2)),
+                        profile="paper" if gpu else "smoke", max_steps=30 if quick else 150)
     for key in [k for k in out if k.startswith("sweep_workers") and k.endswith("_s")]:
         n = key.removeprefix("sweep_workers").removesuffix("_s")
         show(f"study on {n} Dask worker(s)", f"{out[key]:.0f} s for {out['sweep_runs']} runs against "
