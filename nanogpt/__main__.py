@@ -221,7 +221,7 @@ def cmd_study(args) -> int:
         runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, design=args.design,
                          workers=args.workers, scheduler=args.scheduler, **overrides)
     else:
-        from nanogpt.powered import with_design
+        from nanogpt.powered import design_rows
         from nanogpt.results import read_results
         from nanogpt.study import run_notebooks
 
@@ -229,11 +229,8 @@ def cmd_study(args) -> int:
         executed = run_notebooks(prof.name, seeds, source, args.out, args.figures, args.reports,
                                  overrides=overrides, progress=not args.quiet, design=args.design,
                                  workers=args.workers, scheduler=args.scheduler)
-        runs = with_design(read_results(f"{args.out}/runs.csv", finished_only=True))
-        runs = runs[(runs["profile"] == prof.name) & (runs["design"] == ("fixed" if args.design == "paired"
-                                                                          else args.design))]
-        if args.design != "resplit":  # the fixed split holds the fixed design's arms and the paired ones
-            runs = runs[(runs["arm"] == runs["loss"]) if args.design == "fixed" else (runs["arm"] != "ce")]
+        runs = read_results(f"{args.out}/runs.csv", finished_only=True)
+        runs = design_rows(runs[runs["profile"] == prof.name], args.design)
         if seeds is not None:
             runs = runs[runs["seed"].isin(seeds)]
         print("\nexecuted notebooks:\n" + "\n".join(f"  {p}" for p in executed.values()))

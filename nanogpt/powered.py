@@ -33,6 +33,16 @@ def with_design(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
+def design_rows(runs: pd.DataFrame, design: str) -> pd.DataFrame:
+    """The rows a study of `design` (study.DESIGNS) trains: fixed, the plain CE and BCE arms on the fixed
+    split; resplit, the split-varied rows; paired, the fixed split's paired arms and plain BCE."""
+    runs = with_design(runs)
+    if design == "resplit":
+        return runs[runs["design"] == "resplit"]
+    on_fixed = runs[runs["design"] == "fixed"]
+    return on_fixed[on_fixed["arm"] == on_fixed["loss"]] if design == "fixed" else on_fixed[on_fixed["arm"] != "ce"]
+
+
 def accuracies(runs: pd.DataFrame, design: str, arm: str) -> pd.Series:
     """Validation accuracy in points of one design and arm, indexed by seed (sorted)."""
     rows = runs[(runs["design"] == design) & (runs["arm"] == arm)]
@@ -95,9 +105,6 @@ def powered_report(runs: pd.DataFrame, plan: dict | None = None, n_boot: int = 1
         r, r_lo, r_hi = correlation_ci(x.loc[both], y.loc[both], 1 - plan["alpha"])
         report["paired"][f"{a} vs {b}"] = {**paired_comparison(x, y, 1 - plan["alpha"]), "question": question,
                                            "correlation_ci": [r_lo, r_hi]}
-    paired_ce = accuracies(runs, "fixed", CE_PAIRED)
-    report["ce_paired_vs_ce"] = (dict(zip(("diff", "ci_low", "ci_high"), welch_ci(paired_ce, ce, 1 - plan["alpha"])))
-                                 if enough(paired_ce) else None)
     report["verdict"] = verdict(report)
     return report
 

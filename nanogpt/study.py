@@ -96,7 +96,7 @@ def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = F
     _clean_finished(out_dir, [c for c, rid in zip(configs, ids) if rid in done])
     if not quiet:
         print(f"{len(configs) - len(todo)} already finished, {len(todo)} to train")
-        if todo:
+        if todo and not (workers or scheduler):  # it times this machine: not what Dask workers will take
             from nanogpt.estimate import describe_estimate
 
             print(describe_estimate(todo))
@@ -136,16 +136,24 @@ def _train_one(cfg: TrainConfig, quiet: bool, wait: bool = False) -> str:
                 print(f"skipped for now: run {run.run_id} is being trained by another process (pid "
                       f"{run.claimed_by()})")
             return "claimed"
-        if run.finished_row() is not None:
-            return "ok"
-        run.clean_stale(finished=False)
-        try:
-            train_claimed(cfg, run, resume=True)
-        except NonFiniteLossError as exc:
-            if not quiet:
-                print(f"failed: {exc}")
-            return "failed"
-    return "ok"
+        status, row = train_unless_finished(cfg, run)
+    if status == "failed" and not quiet:
+        print(f"failed: {row['error']}")
+    return status
+
+
+def train_unless_finished(cfg: TrainConfig, run: RunDir, write_index: bool = True) -> tuple[str, dict]:
+    """For a caller holding the run's claim: ('ok', its row) if it finished meanwhile, else train it (resuming
+    its saved state) and return ('ok' or 'failed', the row it recorded). A NaN loss is a 'failed' row, never
+    an accuracy."""
+    row = run.finished_row()
+    if row is not None:
+        return "ok", row
+    run.clean_stale(finished=False)
+    try:
+        return "ok", train_claimed(cfg, run, resume=True, write_index=write_index).row
+    except NonFiniteLossError:
+        return "failed", run.read_meta()["row"]
 
 
 def _clean_finished(out_dir: str | Path, configs: list[TrainConfig]) -> None:

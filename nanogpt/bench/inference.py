@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,15 +28,19 @@ def data_times() -> dict:
     return {"tokenize_cold_s": cold, "cache_load_s": cache, "reviews": len(texts)}
 
 
+def untrained_checkpoint(cfg, path) -> Path:
+    """A CE checkpoint of `cfg`'s shape with seeded random weights at `path`: speed does not depend on what the
+    weights learned."""
+    torch.manual_seed(0)
+    save_checkpoint(path, classifier_payload(build_model(cfg, 2), "ce", cfg.truncation, cfg.head_fraction))
+    return Path(path)
+
+
 def inference_times(cfg, calls: int, batch: int) -> dict:
     """Latency of one review (median, p95 over `calls`) and throughput on `batch` validation reviews, for an
     untrained model of `cfg`'s shape (weights do not change the speed)."""
-    torch.manual_seed(0)
-    model = build_model(cfg, 2)
     with tempfile.TemporaryDirectory() as tmp:
-        path = f"{tmp}/model.pt"
-        save_checkpoint(path, classifier_payload(model, "ce", cfg.truncation, cfg.head_fraction))
-        clf = Classifier.load(path, precision="auto")
+        clf = Classifier.load(untrained_checkpoint(cfg, f"{tmp}/model.pt"), precision="auto")
     texts = list(load_imdb()["validation"]["text"])
     review = texts[0]
     clf.predict(review)

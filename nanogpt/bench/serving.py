@@ -31,20 +31,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _checkpoint(profile: str, folder: Path, **overrides) -> Path:
-    import torch
-
-    from nanogpt.checkpoints import classifier_payload, save_checkpoint
-    from nanogpt.profiles import get_profile
-    from nanogpt.train import build_model
-
-    cfg = get_profile(profile).config.replace(**overrides)
-    torch.manual_seed(0)
-    path = folder / "model.pt"
-    save_checkpoint(path, classifier_payload(build_model(cfg, 2), "ce", cfg.truncation, cfg.head_fraction))
-    return path
-
-
 class Service:
     """`python -m nanogpt serve` in a subprocess, ready when /readyz says so; SIGTERM on exit."""
 
@@ -122,12 +108,14 @@ async def _load(url: str, texts: list[str], clients: int, per_request: int, requ
 def serving_figures(profile: str = "cpu", concurrency=(1, 8, 32), per_request=(1, 32), requests: int = 400,
                     seconds: float = 20.0, **overrides) -> dict:
     """Rows of (mode, clients, reviews per request) -> requests/s, reviews/s, p50 and p99 ms."""
+    from nanogpt.bench.inference import untrained_checkpoint
     from nanogpt.data import load_imdb
+    from nanogpt.profiles import get_profile
 
-    texts = [t for t in load_imdb()["validation"]["text"][:256]]
+    texts = list(load_imdb()["validation"]["text"][:256])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = _checkpoint(profile, Path(tmp), **overrides)
+        checkpoint = untrained_checkpoint(get_profile(profile).config.replace(**overrides), Path(tmp) / "model.pt")
         for mode, knobs in MODES.items():
             with Service(checkpoint, max_texts=max(per_request), **knobs) as service:
                 for k in per_request:
