@@ -194,9 +194,15 @@ def test_review_panel_in_jupyterlab_on_a_fresh_clone(lab, browser):
     after = shown()
     page.screenshot(path=str(SHOTS / "05_panel.png"))
     assert len(after) == 2 and after != before, (before, after)
+    # The panel shows one column per loss in the order of the checkpoints it was given (the demo pair's order).
     demo = study_checkpoints(root / "results" / "demo", "smoke")
-    expected = sorted((p.sentiments[0], float(p.probabilities[0]))
-                      for p in (Classifier.load(demo[loss][0][1]).predict(REVIEW) for loss in ("ce", "bce")))
-    for (label, prob), (want_label, want_prob) in zip(sorted((l, float(p)) for l, p in after), expected):
-        assert label == want_label and prob == pytest.approx(want_prob, abs=1.5e-3)
+    assert set(demo) == {"ce", "bce"}, demo
+    expected = [Classifier.load(options[0][1]).predict(REVIEW) for options in demo.values()]
+    for loss, (label, prob), want in zip(demo, after, expected):
+        want_prob = float(want.probabilities[0])
+        assert float(prob) == pytest.approx(want_prob, abs=1.5e-3), (loss, prob, want_prob)
+        # A barely trained demo model can sit at P = 0.500: the kernel's and this process's thread counts give
+        # last-bit differences, which may cross the threshold. The label is checked where it is decided.
+        if abs(want_prob - 0.5) > 1.5e-3:
+            assert label == want.sentiments[0], (loss, label, prob, want_prob)
     page.close()
