@@ -77,13 +77,16 @@ class ReviewPanel:
                 p = float(pred.probabilities[0])
                 result[loss] = {"label": int(pred.labels[0]), "sentiment": pred.sentiments[0],
                                 "positive_probability": p, "checkpoint": choice.value}
-                self.bars[loss].value = p
-                self.bars[loss].bar_style = "success" if p > 0.5 else "danger"
-                self.labels[loss].value = f"{html.escape(pred.sentiments[0])} (P(positive) = {p:.3f})"
         except (ValueError, TypeError, OSError) as exc:  # a bad checkpoint or input: a message, not a traceback
             self.message.value = f"<span style='color:#a00'>{html.escape(str(exc))}</span>"
             self.last_result = None
             return None
+        # Every model first, then the display: the page never shows one loss's new answer beside another's old one.
+        for loss, r in result.items():
+            p = r["positive_probability"]
+            self.bars[loss].value = p
+            self.bars[loss].bar_style = "success" if p > 0.5 else "danger"
+            self.labels[loss].value = f"{html.escape(r['sentiment'])} (P(positive) = {p:.3f})"
         self.message.value = ""
         self.last_result = result
         return result
