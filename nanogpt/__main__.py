@@ -1,4 +1,4 @@
-"""Command line: `python -m nanogpt {train,study,classify} ...` (see `--help` of each).
+"""Command line: `python -m nanogpt {train,study,pretrain,bench,classify,serve,gpu-check} ...` (see `--help` of each).
 
 Errors end with one line on stderr and a non-zero exit: 2 for a bad command line, 1 for a failure while
 running (bad data, a missing or foreign checkpoint, no network for the hub, ...). Never a traceback.
@@ -83,7 +83,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="results folder (default: results)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"))
-    p.add_argument("--init", default=None, choices=("scratch", "gpt2"), help="gpt2 needs a network")
+    p.add_argument("--init", default=None, metavar="scratch|gpt2|lm:PATH",
+                   help="the backbone's start: scratch (random), gpt2 (needs a network), or lm:PATH, a backbone "
+                        "pre-trained by `pretrain` (results/backbones/<id>/backbone.pt)")
     p.add_argument("--steps", type=int, default=None, help="override the profile's max_steps")
     p.add_argument("--keep", default=None, choices=("final", "half", "none", "all"),
                    help="what a finished run keeps: final fp32 weights (default), half (fp16 weights), none "
@@ -122,6 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", default="figures", help="where the notebooks write figures (default: figures)")
     p.add_argument("--reports", default="reports", help="where executed notebooks go (default: reports)")
     _add_run_options(p)
+
+    p = sub.add_parser("pretrain", help="pre-train a backbone as a language model on the training split's texts")
+    p.add_argument("--profile", default="lm-cpu", help="lm-cpu (default; ~27 min on 2 AVX2 cores) | lm-smoke")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=None, help="several backbones, e.g. 0-2 (one after another)")
+    p.add_argument("--source", default="bundled", help="bundled (offline, default) | hub | path to a CSV")
+    p.add_argument("--out", default="results", help="results folder; backbones go to <out>/backbones/<id>/")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"))
+    p.add_argument("--steps", type=int, default=None, help="override the profile's max_steps")
+    p.add_argument("--fresh", action="store_true", help="start afresh instead of resuming an interrupted run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any PretrainConfig field, e.g. --set learning_rate=1e-3 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("bench", help="benchmarks that print numbers (never assert a time)")
     p.add_argument("--quick", action="store_true", help="fewer repeats, no time-to-accuracy runs (~1-2 minutes)")
@@ -246,6 +262,64 @@ def cmd_study(args) -> int:
     return 0
 
 
+def _pretrain_overrides(pairs: list[str]) -> dict:
+    from nanogpt.pretrain import PretrainConfig
+
+    hints = typing.get_type_hints(PretrainConfig)
+    own = {"seed": "--seed/--seeds", "profile": "--profile", "source": "--source", "out_dir": "--out",
+           "device": "--device", "precision": "--precision", "max_steps": "--steps", "quiet": "--quiet"}
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UsageError(f"--set {pair!r}: write it as key=value, e.g. --set max_steps=200.")
+        key, text = (x.strip() for x in pair.split("=", 1))
+        if key in own:
+            raise UsageError(f"--set {key}: use {own[key]} instead.")
+        if key not in hints:
+            raise UsageError(f"--set {key}: no such setting. Settings: {', '.join(sorted(hints))}")
+        hint = str(hints[key])
+        try:
+            if "tuple" in hint:
+                out[key] = tuple(int(x) for x in text.split(","))
+            elif "None" in hint and text.lower() in ("none", ""):
+                out[key] = None
+            elif "int" in hint:
+                out[key] = int(text)
+            elif "float" in hint:
+                out[key] = float(text)
+            elif "bool" in hint:
+                out[key] = text.lower() in ("1", "true", "yes", "on")
+            else:
+                out[key] = text
+        except ValueError:
+            raise UsageError(f"--set {key}={text}: expected {hint}.") from None
+    return out
+
+
+def cmd_pretrain(args) -> int:
+    from nanogpt.pretrain import get_pretrain_profile, pretrain
+    from nanogpt.study import parse_seeds
+
+    try:
+        base = get_pretrain_profile(args.profile)
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
+        over = _pretrain_overrides(args.set)
+        for flag, key in (("device", "device"), ("precision", "precision"), ("steps", "max_steps")):
+            if getattr(args, flag) is not None:
+                over[key] = getattr(args, flag)
+        configs = [base.replace(seed=s, source=args.source, out_dir=args.out, quiet=args.quiet, **over).validate()
+                   for s in seeds]
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    for cfg in configs:
+        result = pretrain(cfg, resume=not args.fresh)
+        print(json.dumps({"backbone_id": result.backbone_id, "checkpoint": str(result.path),
+                          "val_perplexity": round(result.val_perplexity, 3), "tokens": result.tokens,
+                          "train_minutes": round(result.train_seconds / 60, 2),
+                          "init": f"lm:{result.path}"}))
+    return 0
+
+
 def cmd_classify(args) -> int:
     from nanogpt.predict import Classifier
 
@@ -320,7 +394,7 @@ def cmd_gpu_check(args) -> int:
     return 0 if report["ok"] else EXIT_FAILURE
 
 
-COMMANDS = {"train": cmd_train, "study": cmd_study, "classify": cmd_classify, "bench": cmd_bench,
+COMMANDS = {"train": cmd_train, "study": cmd_study, "pretrain": cmd_pretrain, "classify": cmd_classify, "bench": cmd_bench,
             "serve": cmd_serve, "gpu-check": cmd_gpu_check}
 
 

@@ -20,7 +20,8 @@ HEAD_INITS = ("independent", "paired")
 # Fields added after runs were already recorded, at the value that means "this feature is off": left out of the
 # identity at that value, so adding a field does not change the ids of the runs that came before it. A new
 # field goes here with its neutral value.
-IDENTITY_NEUTRAL = {"head_init": "independent", "head_lr_scale": 1.0, "head_weight_decay_scale": 1.0}
+IDENTITY_NEUTRAL = {"head_init": "independent", "head_lr_scale": 1.0, "head_weight_decay_scale": 1.0,
+                    "backbone_lr_scale": 1.0}
 KEEP = ("final", "half", "none", "all")  # what a finished run keeps on disk; see TrainConfig.keep
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -41,7 +42,9 @@ class TrainConfig:
     train_limit: int | None = None  # use only the first N training reviews (smoke runs, tests)
     val_limit: int | None = None  # score only the first N validation reviews (smoke runs, tests)
     # --- model
-    init: str = "scratch"  # "scratch" (random) or "gpt2" (pretrained backbone; needs a network)
+    # "scratch" (random), "gpt2" (GPT-2's weights; needs a network) or "lm:<path>" (a backbone pre-trained by
+    # `python -m nanogpt pretrain`; see backbone.py). The run id names an lm backbone by its file's sha256.
+    init: str = "scratch"
     n_layer: int = 2
     n_head: int = 4
     n_embd: int = 256
@@ -71,6 +74,8 @@ class TrainConfig:
     # head_lr_scale=2 and head_weight_decay_scale=0.5 step for step without clipping (tests/test_paired.py).
     head_lr_scale: float = 1.0
     head_weight_decay_scale: float = 1.0
+    # The backbone's learning rate relative to the schedule (fine-tuning a pre-trained backbone gently).
+    backbone_lr_scale: float = 1.0
     # --- evaluation and logging
     eval_interval: int = 200  # steps between validation passes (and one at the end)
     eval_batch_size: int = 64  # CPU, cpu profile model: 1,246 reviews/s at 64 against 1,016 at 128
@@ -104,14 +109,16 @@ class TrainConfig:
         need(self.head_init in HEAD_INITS, f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}.")
         need(self.head_init == "independent" or self.loss == "ce",
              "head_init='paired' builds a CE head from the BCE one; a BCE run is always 'independent'.")
-        for name in ("head_lr_scale", "head_weight_decay_scale"):
+        for name in ("head_lr_scale", "head_weight_decay_scale", "backbone_lr_scale"):
             need(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}.")
         need(isinstance(self.log_interval, int) and self.log_interval >= 0,
              f"log_interval must be an integer >= 0 (0: at validation passes only), got {self.log_interval!r}.")
         need(self.truncation in TRUNCATIONS, f"Unknown truncation {self.truncation!r}; use one of {TRUNCATIONS}.")
         need(self.pooling in POOLINGS, f"Unknown pooling {self.pooling!r}; use one of {POOLINGS}.")
         need(self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}, got {self.attention!r}.")
-        need(self.init in ("scratch", "gpt2"), f"init must be 'scratch' or 'gpt2', got {self.init!r}.")
+        need(isinstance(self.init, str) and (self.init in ("scratch", "gpt2") or
+                                             (self.init.startswith("lm:") and len(self.init) > 3)),
+             f"init must be 'scratch', 'gpt2' or 'lm:<backbone checkpoint>', got {self.init!r}.")
         need(self.precision in ("auto", "bf16", "fp32"), f"precision must be auto, bf16 or fp32, got {self.precision!r}.")
         need(self.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {self.compile!r}.")
         for name in ("max_steps", "batch_size", "block_size", "eval_interval", "eval_batch_size", "n_layer",
@@ -146,7 +153,20 @@ class TrainConfig:
         core["device"] = device.type
         core["precision"] = resolve_precision(self.precision, device)
         core["source"] = data_identity(self.source)
+        if self.init.startswith("lm:"):  # the backbone by content, not by where it lies
+            core["init"] = "lm:" + self.backbone_sha256()
         return core
+
+    def backbone_sha256(self) -> str:
+        """The sha256 of the `lm:` backbone file (a clear error when it is missing)."""
+        from nanogpt.artifacts import file_sha256
+        from nanogpt.backbone import backbone_path
+
+        path = backbone_path(self.init)
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"init {self.init!r}: no backbone checkpoint there. Fix: pre-train one with "
+                                    "`python -m nanogpt pretrain` and pass lm:<its backbone.pt>.")
+        return file_sha256(path)
 
     def run_id(self) -> str:
         """Deterministic: the same computation always gets the same id (so a study can skip it)."""
@@ -157,6 +177,8 @@ class TrainConfig:
         name = self.loss + ("-paired" if self.head_init == "paired" else "")
         if (self.head_lr_scale, self.head_weight_decay_scale) != (1.0, 1.0):
             name += f"-headlr{self.head_lr_scale:g}-headwd{self.head_weight_decay_scale:g}"
+        if self.init != "scratch":
+            name += "-lm" if self.init.startswith("lm:") else f"-{self.init}"
         return name
 
     def replace(self, **changes) -> "TrainConfig":

@@ -289,6 +289,20 @@ def load_tokenized(
 ) -> dict[str, TokenizedSplit]:
     """Tokenized `train` and `validation` (and `test`) splits. The deduplicated reviews are tokenized once per
     (data, block size, truncation) and cached under `data/cache/`; every split seed cuts its split from them."""
+    corpus = load_corpus(source, block_size, truncation, head_fraction, cache_dir, verbose)
+    everything = corpus["all"]
+    train_idx, val_idx = split_indices(everything.labels, split_seed, val_fraction, str(source))
+    out = {"train": everything.take(train_idx), "validation": everything.take(val_idx)}
+    if "test" in corpus:
+        out["test"] = corpus["test"]
+    return out
+
+
+def load_corpus(source: str = "bundled", block_size: int = 384, truncation: str = "head_tail",
+                head_fraction: float = 0.25, cache_dir: str | Path | None = None,
+                verbose: bool = False) -> dict[str, TokenizedSplit]:
+    """Every deduplicated labelled review of `source` tokenized (`all`, in the order `split_indices` numbers
+    them), and the source's `test` reviews where it has them; cached as `load_tokenized` describes."""
     cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
     path = cache_dir / f"imdb-{cache_key(source, block_size, truncation, head_fraction)}.npz"
     corpus = _read_cache(path, verbose)
@@ -317,12 +331,7 @@ def load_tokenized(
             n_cut = sum(int((s.full_lengths > block_size).sum()) for s in corpus.values())
             print(f"tokenized {sum(len(s) for s in corpus.values())} reviews in {time.perf_counter() - t0:.1f}s -> "
                   f"{path}; {n_cut} longer than {block_size} tokens were truncated ({truncation})")
-    everything = corpus["all"]
-    train_idx, val_idx = split_indices(everything.labels, split_seed, val_fraction, str(source))
-    out = {"train": everything.take(train_idx), "validation": everything.take(val_idx)}
-    if "test" in corpus:
-        out["test"] = corpus["test"]
-    return out
+    return corpus
 
 
 def load_splits(cfg, verbose: bool = False) -> tuple[TokenizedSplit, TokenizedSplit]:

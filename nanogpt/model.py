@@ -174,16 +174,19 @@ class GPTClassifier(nn.Module):
 
     def configure_optimizers(self, weight_decay: float, learning_rate: float, betas: tuple[float, float],
                              device_type: str, head_lr_scale: float = 1.0,
-                             head_weight_decay_scale: float = 1.0) -> torch.optim.AdamW:
+                             head_weight_decay_scale: float = 1.0, backbone_lr_scale: float = 1.0) -> torch.optim.AdamW:
         """AdamW with decoupled weight decay on matrices (and embeddings) only; biases and norms undecayed.
 
         Every group carries an `lr_scale` (the loop sets lr = schedule x lr_scale). With a head scale other
         than 1 the head gets groups of its own: its learning rate times `head_lr_scale`, its weight decay
-        times `head_weight_decay_scale` (AdamW decays by lr x weight_decay, so both scales multiply it)."""
-        head = {id(p) for p in self.head.parameters()} if (head_lr_scale, head_weight_decay_scale) != (1, 1) else set()
+        times `head_weight_decay_scale` (AdamW decays by lr x weight_decay, so both scales multiply it). The rest
+        (backbone, and the head unless it has groups of its own) learns at `backbone_lr_scale` times the rate."""
+        own_head = (head_lr_scale, head_weight_decay_scale, backbone_lr_scale) != (1, 1, 1)
+        head = {id(p) for p in self.head.parameters()} if own_head else set()
         params = [p for p in self.parameters() if p.requires_grad and id(p) not in head]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, "lr_scale": 1.0},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr_scale": 1.0}]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay,
+                   "lr_scale": backbone_lr_scale},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr_scale": backbone_lr_scale}]
         if head:
             groups += [{"params": [self.head.weight], "lr_scale": head_lr_scale,
                         "weight_decay": weight_decay * head_weight_decay_scale},

@@ -28,6 +28,14 @@ def runs_csv(out_dir: str | Path) -> Path:
     return Path(out_dir) / "runs.csv"
 
 
+def init_label(cfg) -> str:
+    """How a run's backbone started: 'scratch', 'gpt2', or 'lm:<backbone id>' (the pre-trained backbone's folder)."""
+    from nanogpt.backbone import backbone_path, load_backbone
+
+    path = backbone_path(cfg.init)
+    return cfg.init if path is None else "lm:" + load_backbone(path)["backbone_id"]
+
+
 def result_row(cfg, run_id: str, n_train: int, n_val: int, device: str, precision: str, status: str,
                **numbers) -> dict:
     """One row of runs.csv for a run of `cfg` (a TrainConfig): what produced it, and its numbers (NaN until
@@ -43,7 +51,7 @@ def result_row(cfg, run_id: str, n_train: int, n_val: int, device: str, precisio
            "f1": float("nan"), "steps": cfg.max_steps, "train_seconds": float("nan"),
            "tokens_per_second": float("nan"), "device": device, "precision": precision,
            "torch_version": torch.__version__, "config": json.dumps(asdict(cfg), sort_keys=True), "error": "",
-           "data": source_fingerprint(cfg.source), "keep": cfg.keep, "model_sha256": ""}
+           "data": source_fingerprint(cfg.source), "keep": cfg.keep, "model_sha256": "", "init": init_label(cfg)}
     row.update(numbers)
     return row
 

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from nanogpt.backbone import backbone_path, check_fits, load_backbone, load_into
 from nanogpt.batching import collate, infinite_batches
 from nanogpt.checkpoints import (CheckpointError, classifier_payload, half_precision, load_failure_reason,
                                   save_checkpoint, save_torch_atomic)
@@ -58,7 +59,13 @@ def build_model(cfg: TrainConfig, n_outputs: int) -> GPTClassifier:
     mc = cfg.model_config(n_outputs)
     if cfg.init == "gpt2":
         return GPTClassifier.from_pretrained_gpt2(mc, attention=cfg.attention)
-    return GPTClassifier(mc, cfg.attention)
+    model = GPTClassifier(mc, cfg.attention)  # draws what a scratch run of this seed draws: the same head
+    path = backbone_path(cfg.init)
+    if path is not None:
+        ckpt = load_backbone(path)
+        check_fits(ckpt, cfg, path)
+        load_into(model, ckpt)
+    return model
 
 
 def _core(config: dict) -> dict:
@@ -131,7 +138,8 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
     model = build_model(cfg, criterion.n_outputs).to(device)
     raw_model = model  # the uncompiled module is what gets saved
     optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
-                                               device.type, cfg.head_lr_scale, cfg.head_weight_decay_scale)
+                                               device.type, cfg.head_lr_scale, cfg.head_weight_decay_scale,
+                                               cfg.backbone_lr_scale)
     history: list[dict] = []
     start_step, train_tokens, train_seconds, interval_loss, interval_n = 0, 0, 0.0, 0.0, 0
     state = _load_state(run.state, cfg, run_id) if resume else None
