@@ -366,7 +366,7 @@ def pretrain(config: PretrainConfig, resume: bool = True) -> BackboneResult:
            "steps": cfg.max_steps, "tokens": tokens, "train_seconds": round(seconds, 3),
            "tokens_per_second": round(tokens / seconds, 1), "val_loss": last["val_loss"],
            "val_perplexity": last["val_perplexity"], "device": device.type, "precision": precision,
-           "torch_version": torch.__version__, "config": _json(asdict(cfg))}
+           "torch_version": str(torch.__version__), "config": _json(asdict(cfg))}
     payload = {"format": BACKBONE_FORMAT, "backbone_id": backbone_id,
                "model_config": asdict(cfg.model_config()),
                "backbone_state": model.backbone_state(),

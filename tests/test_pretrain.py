@@ -1,0 +1,188 @@
+"""Pre-training (`pretrain`) and fine-tuning from its backbone (`--init lm:<checkpoint>`)."""
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_config
+from nanogpt import pretrain as P
+from nanogpt.backbone import load_backbone
+from nanogpt.checkpoints import CheckpointError
+from nanogpt.data import load_corpus, split_indices
+from nanogpt.tokenizer import EOT_TOKEN
+from nanogpt.train import build_model, train
+
+
+def smoke(tmp_path, **changes) -> P.PretrainConfig:
+    return P.get_pretrain_profile("lm-smoke").replace(out_dir=str(tmp_path / "results"), quiet=True, **changes)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    """One lm-smoke backbone, whose shape is conftest's tiny classifier's (1 x 32, 2 heads, 64 positions)."""
+    return P.pretrain(smoke(tmp_path_factory.mktemp("pre")))
+
+
+def _review_digests(split) -> set[bytes]:
+    return {hashlib.sha256(split.ids(i).tobytes()).digest() for i in range(len(split))}
+
+
+def test_no_validation_review_is_ever_read_in_pretraining():
+    cfg = P.get_pretrain_profile("lm-cpu")
+    corpus = P.lm_corpus(cfg)
+    everything = load_corpus(cfg.source, P.UNTRUNCATED, "head")["all"]
+    train_idx, val_idx = split_indices(everything.labels, cfg.split_seed, cfg.val_fraction)
+    # by row number: the stream's reviews are exactly the training split's, none of the validation split's
+    assert np.array_equal(np.sort(corpus.review_ids), np.sort(train_idx))
+    assert not set(corpus.review_ids.tolist()) & set(val_idx.tolist())
+    # by content: the stream is those reviews whole, each closed by EOT, and no validation text is among them
+    train, val = everything.take(corpus.review_ids), everything.take(val_idx)
+    assert len(corpus.stream) == len(train.tokens) + len(train)
+    ends = np.cumsum(train.lengths + 1) - 1
+    assert (corpus.stream[ends] == EOT_TOKEN).all()
+    assert np.array_equal(np.delete(corpus.stream, ends), train.tokens.astype(np.int64))
+    assert not _review_digests(train) & _review_digests(val)
+    # the ranks are a permutation of the vocabulary, most frequent training token first
+    assert np.array_equal(np.sort(corpus.rank), np.arange(len(corpus.rank)))
+    assert corpus.rank[np.bincount(corpus.stream).argmax()] == 0
+
+
+def test_window_batches_depend_on_seed_and_step_only():
+    stream = np.arange(1000, dtype=np.int64)
+    a = P.window_batch(stream, 3, 7, 4, 16)
+    assert a.shape == (4, 17) and torch.equal(a, P.window_batch(stream, 3, 7, 4, 16))
+    assert (a[:, 1:] - a[:, :-1] == 1).all()  # contiguous windows: the target is the next token
+    assert not torch.equal(a, P.window_batch(stream, 3, 8, 4, 16))
+    with pytest.raises(ValueError, match="fewer than one window"):
+        P.window_batch(stream[:10], 0, 0, 2, 16)
+
+
+def test_pretraining_learns_and_writes_a_self_describing_backbone(backbone):
+    hist = backbone.history
+    assert hist["val_perplexity"].iloc[-1] < hist["val_perplexity"].iloc[0] < 50257 * 1.5
+    assert hist["val_perplexity"].iloc[-1] < 5000  # a uniform guess over the vocabulary is 50,257
+    ckpt = load_backbone(backbone.path)
+    assert ckpt["backbone_id"] == backbone.backbone_id
+    assert all(k.startswith("transformer.") for k in ckpt["backbone_state"])
+    assert ckpt["model_config"]["n_embd"] == 32 and ckpt["model_config"]["block_size"] == 64
+    assert ckpt["data"]["split_seed"] == 1337 and ckpt["data"]["n_reviews"] == 400
+    assert ckpt["data"]["tokenizer"]["name"] == "gpt2"
+    folder = backbone.path.parent
+    assert {p.name for p in folder.iterdir()} == {"backbone.pt", "history.csv", "meta.json"}  # no state left
+    rows = pd.read_csv(folder.parent.parent / "backbones.csv")
+    assert rows["backbone_id"].tolist() == [backbone.backbone_id] and rows["steps"].iloc[0] == 30
+    again = P.pretrain(smoke(folder.parent.parent.parent))  # finished: returned as it is, not retrained
+    assert again.path == backbone.path and again.val_perplexity == backbone.val_perplexity
+
+
+def test_interrupted_pretraining_resumes_to_the_same_backbone(tmp_path, backbone, monkeypatch):
+    cfg = smoke(tmp_path, checkpoint_interval=5)
+    real = P.window_batch
+
+    def interrupt(stream, seed, step, *a):
+        if step == 17:
+            raise KeyboardInterrupt
+        return real(stream, seed, step, *a)
+
+    monkeypatch.setattr(P, "window_batch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        P.pretrain(cfg)
+    state = tmp_path / "results" / "backbones" / cfg.backbone_id() / "state.pt"
+    assert state.is_file() and torch.load(state, weights_only=True)["step"] == 15
+    monkeypatch.setattr(P, "window_batch", real)
+    resumed = load_backbone(P.pretrain(cfg).path)
+    first = load_backbone(backbone.path)
+    for k, v in first["backbone_state"].items():
+        assert torch.equal(v, resumed["backbone_state"][k]), k
+    assert resumed["history"] == first["history"] or [h["val_loss"] for h in resumed["history"]] == \
+        [h["val_loss"] for h in first["history"]]
+
+
+def test_fine_tuning_starts_from_the_backbone_with_the_scratch_head(tmp_path, backbone):
+    cfg = tiny_config(tmp_path, init=f"lm:{backbone.path}")
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.validate(), 2)
+    torch.manual_seed(cfg.seed)
+    scratch = build_model(tiny_config(tmp_path).validate(), 2)
+    state = load_backbone(backbone.path)["backbone_state"]
+    for k, v in model.state_dict().items():
+        if k.startswith("transformer."):
+            assert torch.equal(v, state[k]), k
+        else:
+            assert torch.equal(v, scratch.state_dict()[k]), k  # the head: what a scratch run of the seed draws
+    result = train(cfg)
+    row = result.row
+    assert row["init"] == f"lm:{backbone.backbone_id}" and row["arm"] == "ce-lm"
+    assert result.run_id != train(tiny_config(tmp_path)).run_id
+
+
+def test_the_run_id_names_the_backbone_by_content(tmp_path, backbone):
+    moved = tmp_path / "elsewhere" / "b.pt"
+    moved.parent.mkdir()
+    shutil.copy(backbone.path, moved)
+    a = tiny_config(tmp_path, init=f"lm:{backbone.path}").run_id()
+    assert tiny_config(tmp_path, init=f"lm:{moved}").run_id() == a
+    ckpt = torch.load(moved, weights_only=True)
+    ckpt["backbone_state"]["transformer.ln_f.bias"] += 1.0
+    torch.save(ckpt, moved)
+    assert tiny_config(tmp_path, init=f"lm:{moved}").run_id() != a
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"n_embd": 64, "n_head": 2}, "n_embd 64"),
+    ({"n_layer": 2}, "n_layer 2"),
+    ({"block_size": 128}, "block_size 128"),
+    ({"split_seed": 7}, "reviews this run would be scored on"),
+])
+def test_a_backbone_that_does_not_fit_is_one_clear_error(tmp_path, backbone, change, message):
+    cfg = tiny_config(tmp_path, init=f"lm:{backbone.path}", **change).validate()
+    with pytest.raises(ValueError, match=message):
+        build_model(cfg, 2)
+
+
+def test_a_smaller_block_takes_the_first_positions(tmp_path, backbone):
+    model = build_model(tiny_config(tmp_path, init=f"lm:{backbone.path}", block_size=32).validate(), 1)
+    wpe = load_backbone(backbone.path)["backbone_state"]["transformer.wpe.weight"]
+    assert torch.equal(model.transformer.wpe.weight, wpe[:32])
+
+
+def test_what_is_not_a_backbone_is_refused(tmp_path, tiny_run):
+    with pytest.raises(CheckpointError, match="a classifier checkpoint"):
+        load_backbone(tiny_run["ce"].checkpoint)
+    with pytest.raises(FileNotFoundError, match="pre-train one"):
+        tiny_config(tmp_path, init="lm:/nowhere/backbone.pt").run_id()
+    with pytest.raises(ValueError, match="lm:<backbone checkpoint>"):
+        tiny_config(tmp_path, init="bert").validate()
+
+
+def test_backbone_learning_rate_scale_reaches_the_optimiser(tmp_path):
+    model = build_model(tiny_config(tmp_path).validate(), 1)
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.98), "cpu", backbone_lr_scale=0.25)
+    head = {id(p) for p in model.head.parameters()}
+    for group in opt.param_groups:
+        in_head = all(id(p) in head for p in group["params"])
+        assert group["lr_scale"] == (1.0 if in_head else 0.25)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_pretrain_command_line(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "nanogpt", "pretrain", *args], capture_output=True, text=True)
+
+    bad = run("--profile", "lm-smoke", "--set", "nope=1", "--out", str(tmp_path))
+    assert bad.returncode == 2 and "no such setting" in bad.stderr
+    bad = run("--profile", "lm-huge")
+    assert bad.returncode == 2 and "lm-cpu" in bad.stderr
+    ok = run("--profile", "lm-smoke", "--steps", "6", "--set", "eval_interval=3", "--quiet", "--out", str(tmp_path))
+    assert ok.returncode == 0, ok.stderr
+    out = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert out["init"].startswith("lm:") and out["tokens"] == 6 * 8 * 64
+    train = subprocess.run([sys.executable, "-m", "nanogpt", "train", "--loss", "ce", "--profile", "smoke",
+                            "--init", "lm:/nowhere.pt", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert train.returncode == 1 and "no backbone checkpoint" in train.stderr
