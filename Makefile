@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: study test test-fast setup browser clean-cache powered-study gpu-check
+.PHONY: study test test-fast setup browser clean-cache powered-study pretraining-study gpu-check
 
 setup: $(STAMP)
 
@@ -46,6 +46,12 @@ powered-study: $(STAMP)
 	  $(PY) -m nanogpt study $(POWERED) --design paired --losses ce,bce-head2x --seeds $$lo-$$hi && \
 	  $(PY) -m nanogpt study $(POWERED) --design resplit --seeds $$r-$$((r + 5)) || exit 1; \
 	done
+
+# The pre-training study (notebook 06): backbones of profile lm-cpu (seeds 0-2, ~27 min each on 2 AVX2 cores),
+# CE and BCE from scratch and from backbone 0 (profile ft, seeds 0-4), CE seed 0 from the other backbones.
+# Finished backbones and runs are reused: run it again to go on after a stop.
+pretraining-study: $(STAMP)
+	$(PY) -m nanogpt study --pretraining --profile ft $(ARGS)
 
 # On a CUDA machine: the CUDA path checked in a few minutes (compiled vs eager, bf16 + fused AdamW, a short paper
 # run, the paper study's predicted wall time, the bench's GPU section); report in results/gpu-check.json.

@@ -12,6 +12,7 @@ import sys
 import types
 import typing
 from dataclasses import fields
+from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -119,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="train the runs on the Dask cluster at ADDRESS (e.g. tcp://10.0.0.5:8786); the results "
                         "folder must be storage the workers share")
+    p.add_argument("--pretraining", action="store_true",
+                   help="the pre-training study instead (notebook 06): pre-train --backbones backbones (profile "
+                        "--pretrain-profile), fine-tune them and train from scratch with --profile (default ft)")
+    p.add_argument("--pretrain-profile", default="lm-cpu", help="with --pretraining: lm-cpu (default) | lm-smoke")
+    p.add_argument("--backbones", default=None, help="with --pretraining: pre-training seeds (default 0-2)")
     p.add_argument("--no-notebooks", action="store_true",
                    help="train and print the table only, without executing the notebooks")
     p.add_argument("--figures", default="figures", help="where the notebooks write figures (default: figures)")
@@ -215,6 +221,8 @@ def cmd_study(args) -> int:
     from nanogpt.stats import format_comparison
     from nanogpt.study import parse_seeds, run_study
 
+    if args.pretraining:
+        return _pretraining_study(args)
     prof = _resolve_profile(args.profile)
     try:
         seeds = parse_seeds(args.seeds) if args.seeds is not None else None
@@ -317,6 +325,33 @@ def cmd_pretrain(args) -> int:
                           "val_perplexity": round(result.val_perplexity, 3), "tokens": result.tokens,
                           "train_minutes": round(result.train_seconds / 60, 2),
                           "init": f"lm:{result.path}"}))
+    return 0
+
+
+def _pretraining_study(args) -> int:
+    from nanogpt.pretrain import get_pretrain_profile
+    from nanogpt.study import parse_seeds, run_pretraining_notebook
+
+    prof = _resolve_profile(args.profile or "ft")
+    try:
+        get_pretrain_profile(args.pretrain_profile)
+        if args.design != "fixed" or args.workers or args.scheduler or args.no_notebooks:
+            raise ValueError("--pretraining runs notebook 06 in this process: it takes no --design, --workers, "
+                             "--scheduler or --no-notebooks.")
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+        backbones = parse_seeds(args.backbones) if args.backbones is not None else None
+        overrides = _run_overrides(args)
+        if overrides.get("init", "scratch") != "scratch":
+            raise ValueError("--pretraining chooses the starts itself (scratch and each backbone): drop --init.")
+        prof.make_config("ce", 0, **overrides)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    source = overrides.pop("source")
+    executed = run_pretraining_notebook(prof.name, args.pretrain_profile, seeds, backbones, source, args.out,
+                                        args.figures, args.reports, overrides, progress=not args.quiet)
+    summary = json.loads((Path(args.out) / f"pretraining-{prof.name}.json").read_text())
+    print(f"\nexecuted notebook: {executed}\nfigures: {args.figures}/{prof.name}/06_*.png")
+    print("\n".join(f"- {s}" for s in summary["verdict"]))
     return 0
 
 

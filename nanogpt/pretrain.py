@@ -136,9 +136,10 @@ class PretrainConfig:
 # 3 x 192: 6.4k; 4 x 256: 4.2k), so 2,000 steps of 32 x 256 tokens (16.4M tokens, 2.7 passes over the 6.0M
 # training tokens) take about 27 minutes there: under the 60-minute budget per backbone with room for more.
 PRETRAIN_PROFILES = {
-    "lm-smoke": PretrainConfig(profile="lm-smoke", train_limit=400, block_size=64, n_layer=1, n_head=2, n_embd=32,
+    # the `smoke` classifier's shape (1 x 64, 2 heads, 128 positions), so `--profile smoke` fine-tunes from it
+    "lm-smoke": PretrainConfig(profile="lm-smoke", train_limit=400, block_size=128, n_layer=1, n_head=2, n_embd=64,
                                cutoffs=(500, 4000), batch_size=8, max_steps=30, warmup_steps=5, eval_interval=15,
-                               eval_tokens=2048, learning_rate=3e-3),
+                               eval_tokens=4096, learning_rate=3e-3),
     "lm-cpu": PretrainConfig(profile="lm-cpu"),
 }
 

@@ -200,27 +200,52 @@ def run_notebooks(profile: str, seeds: list[int] | None = None, source: str = "b
     A failing notebook stops the study with a NotebookFailed naming it and the cell; its executed copy,
     with the traceback in the failing cell, is kept in `reports_dir`.
     """
+    results_dir, figures_dir = Path(results_dir).resolve(), Path(figures_dir).resolve()
+    return {name: execute_notebook(name, notebook_parameters(name, profile, seeds, source, results_dir, figures_dir,
+                                                             overrides or {}, design, workers, scheduler),
+                                   reports_dir, notebooks_dir, progress)
+            for name in NOTEBOOKS}
+
+
+def execute_notebook(name: str, parameters: dict, reports_dir: str | Path = "reports",
+                     notebooks_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """Execute one study notebook with papermill into `reports_dir`; a failure is a NotebookFailed naming the
+    cell, with the executed copy (traceback included) kept."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     from nanogpt.data import REPO_ROOT
 
     notebooks_dir = Path(notebooks_dir) if notebooks_dir else REPO_ROOT / "notebooks"
-    results_dir, figures_dir, reports_dir = (Path(p).resolve() for p in (results_dir, figures_dir, reports_dir))
+    reports_dir = Path(reports_dir).resolve()
     reports_dir.mkdir(parents=True, exist_ok=True)
-    executed = {}
-    for name in NOTEBOOKS:
-        source_nb = notebooks_dir / f"{name}.ipynb"
-        output_nb = reports_dir / f"{name}.ipynb"
-        parameters = notebook_parameters(name, profile, seeds, source, results_dir, figures_dir, overrides or {},
-                                         design, workers, scheduler)
-        if progress:
-            print(f"notebook {name} -> {output_nb}")
-        try:
-            pm.execute_notebook(str(source_nb), str(output_nb), parameters=parameters, kernel_name="python3",
-                                progress_bar=progress, cwd=str(notebooks_dir))
-        except PapermillExecutionError as exc:
-            raise NotebookFailed(f"notebook {name} failed in cell {exc.exec_count} ({exc.ename}: "
-                                 f"{str(exc.evalue).strip()[:300]}); the executed copy is kept at {output_nb}") from None
-        executed[name] = output_nb
-    return executed
+    output_nb = reports_dir / f"{name}.ipynb"
+    if progress:
+        print(f"notebook {name} -> {output_nb}")
+    try:
+        pm.execute_notebook(str(notebooks_dir / f"{name}.ipynb"), str(output_nb), parameters=parameters,
+                            kernel_name="python3", progress_bar=progress, cwd=str(notebooks_dir))
+    except PapermillExecutionError as exc:
+        raise NotebookFailed(f"notebook {name} failed in cell {exc.exec_count} ({exc.ename}: "
+                             f"{str(exc.evalue).strip()[:300]}); the executed copy is kept at {output_nb}") from None
+    return output_nb
+
+
+PRETRAINING_NOTEBOOK = "06_pretraining"
+
+
+def run_pretraining_notebook(profile: str = "ft", pretrain_profile: str = "lm-cpu", seeds: list[int] | None = None,
+                             backbone_seeds: list[int] | None = None, source: str = "bundled",
+                             results_dir: str | Path = "results", figures_dir: str | Path = "figures",
+                             reports_dir: str | Path = "reports", overrides: dict | None = None,
+                             progress: bool = True, **parameters) -> Path:
+    """Notebook 06 with train=True: pre-train the backbones, train scratch and pre-trained runs (finished ones
+    reused), analyse. `parameters` passes any other of its parameters (variance_loss, pretrain_overrides, ...)."""
+    params = {"profile": profile, "pretrain_profile": pretrain_profile, "source": source, "train": True,
+              "results_dir": str(Path(results_dir).resolve()), "figures_dir": str(Path(figures_dir).resolve()),
+              "overrides": overrides or {}, **parameters}
+    if seeds is not None:
+        params["seeds"] = seeds
+    if backbone_seeds is not None:
+        params["backbone_seeds"] = backbone_seeds
+    return execute_notebook(PRETRAINING_NOTEBOOK, params, reports_dir, progress=progress)

@@ -8,7 +8,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from nanogpt.study import NOTEBOOKS, NotebookFailed, run_notebooks
+from nanogpt.study import NOTEBOOKS, PRETRAINING_NOTEBOOK, NotebookFailed, run_notebooks
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 FIGURES = ["01_class_balance.png", "01_review_lengths.png", "01_truncation_coverage.png", "01_indicative_words.png",
@@ -16,7 +16,7 @@ FIGURES = ["01_class_balance.png", "01_review_lengths.png", "01_truncation_cover
            "03_bce_final_accuracy.png", "04_accuracy_by_loss.png", "04_calibration.png"]
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", NOTEBOOKS + (PRETRAINING_NOTEBOOK,))
 def test_committed_notebooks_are_clean(name):
     nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     nbformat.validate(nb)
@@ -121,3 +121,43 @@ def test_notebook_04_tells_the_committed_powered_study(tmp_path):
     runs, _ = one_population(runs[runs["profile"] == "fast"], prefer=("cpu", "fp32"))
     assert written["verdict"] == powered_report(runs, n_boot=2000)["verdict"]
     assert written["accuracy"]["n_ce"] >= 20 and written["resplit"] is not None
+
+
+@pytest.mark.slow
+def test_pretraining_study_runs_notebook_06(tmp_path):
+    """Notebook 06 as `study --pretraining` runs it, at smoke size: two backbones, scratch and pre-trained runs
+    of both losses; its figures, and a summary equal to the package's report on the same rows."""
+    from nanogpt.baseline import tfidf_baseline
+    from nanogpt.pretrain_study import pretraining_report, stored_pretraining
+    from nanogpt.study import run_pretraining_notebook
+
+    out = tmp_path / "results"
+    run_pretraining_notebook("smoke", "lm-smoke", [0, 1], [0, 1], results_dir=out, figures_dir=tmp_path / "figures",
+                             reports_dir=tmp_path / "reports", progress=False, probe_limit=300,
+                             overrides={"max_steps": 40, "eval_interval": 20, "train_limit": 2000, "val_limit": 300})
+    for name in ("06_pretraining_curves.png", "06_accuracy_by_start.png", "06_accuracy_per_compute.png",
+                 "06_short_inputs_and_length.png"):
+        assert (tmp_path / "figures" / "smoke" / name).stat().st_size > 10_000, name
+    runs, backbones = stored_pretraining(out, "smoke", "lm-smoke")
+    assert len(backbones) == 2 and sorted(runs["start"].value_counts().to_dict().items()) == [
+        ("pre-trained", 5), ("scratch", 4)]  # 2 seeds x 2 losses each, and CE seed 0 on the second backbone
+    summary = json.loads((out / "pretraining-smoke.json").read_text())
+    expected = pretraining_report(runs, backbones, tfidf_baseline(out_dir=out)["accuracy"])
+    assert json.loads(json.dumps(expected, default=float))["arms"] == summary["arms"]
+    assert summary["variance"]["n_backbones"] == 2 and len(summary["probe"]["model"]) == 5  # 4 GPTs and TF-IDF
+    assert any(s.startswith("BCE - CE pre-trained") for s in summary["verdict"])
+    # analysing only (a fresh clone's case): the same report from the stored rows, the probe from the summary
+    again = run_pretraining_notebook("smoke", "lm-smoke", results_dir=out, figures_dir=tmp_path / "f2",
+                                     reports_dir=tmp_path / "r2", progress=False, train=False, probe_limit=300)
+    assert json.loads((out / "pretraining-smoke.json").read_text())["arms"] == summary["arms"] and again.is_file()
+
+
+def test_pretraining_study_command_line_refuses_what_it_cannot_do():
+    def study(*args):
+        return subprocess.run([sys.executable, "-m", "nanogpt", "study", "--pretraining", *args], capture_output=True,
+                              text=True)
+
+    for args, message in ((["--design", "paired"], "takes no --design"), (["--init", "gpt2"], "drop --init"),
+                          (["--pretrain-profile", "lm-huge"], "lm-cpu"), (["--backbones", "2-1"], "backwards")):
+        r = study(*args)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)

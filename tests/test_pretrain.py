@@ -20,7 +20,9 @@ from nanogpt.train import build_model, train
 
 
 def smoke(tmp_path, **changes) -> P.PretrainConfig:
-    return P.get_pretrain_profile("lm-smoke").replace(out_dir=str(tmp_path / "results"), quiet=True, **changes)
+    """lm-smoke in conftest's tiny classifier's shape (1 x 32, 2 heads, 64 positions)."""
+    return P.get_pretrain_profile("lm-smoke").replace(out_dir=str(tmp_path / "results"), quiet=True, n_embd=32,
+                                                      block_size=64, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +184,12 @@ def test_pretrain_command_line(tmp_path):
     ok = run("--profile", "lm-smoke", "--steps", "6", "--set", "eval_interval=3", "--quiet", "--out", str(tmp_path))
     assert ok.returncode == 0, ok.stderr
     out = json.loads(ok.stdout.strip().splitlines()[-1])
-    assert out["init"].startswith("lm:") and out["tokens"] == 6 * 8 * 64
+    assert out["init"].startswith("lm:") and out["tokens"] == 6 * 8 * 128
+    tuned = subprocess.run([sys.executable, "-m", "nanogpt", "train", "--loss", "bce", "--profile", "smoke",
+                            "--init", out["init"], "--steps", "4", "--set", "train_limit=64", "--set", "val_limit=64",
+                            "--set", "eval_interval=4", "--quiet", "--out", str(tmp_path)], capture_output=True,
+                           text=True)
+    assert tuned.returncode == 0, tuned.stderr  # lm-smoke has the smoke classifier's shape
     train = subprocess.run([sys.executable, "-m", "nanogpt", "train", "--loss", "ce", "--profile", "smoke",
                             "--init", "lm:/nowhere.pt", "--out", str(tmp_path)], capture_output=True, text=True)
     assert train.returncode == 1 and "no backbone checkpoint" in train.stderr
