@@ -19,6 +19,9 @@ import scipy.stats as sps
 from nanogpt.analysis import accuracy_claim, load_plan, welch_ci
 
 STARTS = ("scratch", "pre-trained")
+# How a pre-trained backbone is fine-tuned, on top of the profile (scratch runs keep the profile as it is).
+# Chosen by measurement (README, "Pre-training"): CE seed 0, profile ft, backbone lm-cpu seed 0.
+FINETUNE = {"backbone_lr_scale": 1.0}
 LENGTH_BUCKETS = (0, 100, 200, 400, math.inf)  # words
 BUCKET_LABELS = ("<= 100 words", "101-200", "201-400", "> 400")
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
@@ -28,9 +31,10 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 def pretraining_runs(out_dir: str | Path, profile: str, pretrain_profile: str, seeds, backbone_seeds,
                      variance_loss: str = "ce", variance_seeds=(0,), source: str = "bundled",
                      overrides: dict | None = None, pretrain_overrides: dict | None = None,
-                     quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     finetune: dict | None = None, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pre-train the backbones of `backbone_seeds` (finished ones reused), then train every fine-tuning and
-    scratch run not yet finished; return (the runs' rows, the backbones' rows)."""
+    scratch run not yet finished; return (the runs' rows, the backbones' rows). `overrides` change every run;
+    `finetune` (default FINETUNE) only the runs from a backbone."""
     from nanogpt.pretrain import get_pretrain_profile, pretrain
     from nanogpt.profiles import get_profile
     from nanogpt.study import run_configs
@@ -43,9 +47,10 @@ def pretraining_runs(out_dir: str | Path, profile: str, pretrain_profile: str, s
     prof = get_profile(profile)
     common = dict(out_dir=str(out_dir), quiet=quiet, source=source, **(overrides or {}))
     configs = [prof.make_config(loss, s, **common) for loss in ("ce", "bce") for s in seeds]
-    configs += [prof.make_config(loss, s, init=f"lm:{backbones[0].path}", **common) for loss in ("ce", "bce")
+    tuned = {**common, **(FINETUNE if finetune is None else finetune)}
+    configs += [prof.make_config(loss, s, init=f"lm:{backbones[0].path}", **tuned) for loss in ("ce", "bce")
                 for s in seeds]
-    configs += [prof.make_config(variance_loss, s, init=f"lm:{b.path}", **common) for b in backbones[1:]
+    configs += [prof.make_config(variance_loss, s, init=f"lm:{b.path}", **tuned) for b in backbones[1:]
                 for s in variance_seeds]
     runs = run_configs(configs, out_dir, quiet)
     ids = [b.backbone_id for b in backbones]
