@@ -223,13 +223,32 @@ def tfidf_probabilities(source: str, split_seed: int, val_fraction: float, texts
 # --------------------------------------------------------------------------------------- reading back
 
 
-def stored_pretraining(results_dir: str | Path, profile: str, pretrain_profile: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The finished runs of `profile` and the backbones of `pretrain_profile` (seed order) a results folder
-    holds: what notebook 06 analyses when it does not train (a fresh clone reads the committed files)."""
+def of_recipe(runs: pd.DataFrame, finetune: dict | None = None) -> pd.DataFrame:
+    """The rows trained as the study trains them: scratch rows with the profile's own settings of the `finetune`
+    fields, pre-trained rows with `finetune` (default FINETUNE). Rows of other recipes (the measurements that
+    chose it) stay in runs.csv but out of the comparison."""
+    import json
+
+    from nanogpt.config import TrainConfig
+
+    finetune = FINETUNE if finetune is None else finetune
+    runs = with_start(runs)
+    default = TrainConfig()
+    configs = runs["config"].map(json.loads)
+    keep = [all(c.get(k, getattr(default, k)) == (v if start == "pre-trained" else getattr(default, k))
+                for k, v in finetune.items()) for c, start in zip(configs, runs["start"])]
+    return runs[keep].reset_index(drop=True)
+
+
+def stored_pretraining(results_dir: str | Path, profile: str, pretrain_profile: str,
+                       finetune: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The finished runs of `profile` (of the study's recipe, `of_recipe`) and the backbones of
+    `pretrain_profile` (seed order) a results folder holds: what notebook 06 analyses when it does not train
+    (a fresh clone reads the committed files)."""
     from nanogpt.results import read_results, runs_csv
 
     runs = read_results(runs_csv(results_dir), finished_only=True)
-    runs = runs[runs["profile"] == profile] if not runs.empty else runs
+    runs = of_recipe(runs[runs["profile"] == profile], finetune) if not runs.empty else runs
     path = Path(results_dir) / "backbones.csv"
     backbones = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["backbone_id", "profile", "seed"])
     backbones = backbones[backbones["profile"] == pretrain_profile].sort_values("seed").reset_index(drop=True)

@@ -193,3 +193,70 @@ def test_pretrain_command_line(tmp_path):
     train = subprocess.run([sys.executable, "-m", "nanogpt", "train", "--loss", "ce", "--profile", "smoke",
                             "--init", "lm:/nowhere.pt", "--out", str(tmp_path)], capture_output=True, text=True)
     assert train.returncode == 1 and "no backbone checkpoint" in train.stderr
+
+
+# ----------------------------------------------------------------------------------- the study's analysis
+
+
+def _rows(spec):
+    """Synthetic finished rows: (init, loss, seed, accuracy, backbone_lr_scale)."""
+    from nanogpt.config import TrainConfig
+
+    rows = []
+    for init, loss, seed, acc, scale in spec:
+        cfg = json.dumps({**TrainConfig().__dict__, "backbone_lr_scale": scale, "init": init})
+        rows.append({"run_id": f"{init}-{loss}-{seed}-{scale}", "loss": loss, "seed": seed, "val_accuracy": acc,
+                     "init": init, "config": cfg, "train_seconds": 120.0, "split_seed": 1337})
+    return pd.DataFrame(rows)
+
+
+def test_the_comparison_keeps_the_study_recipe_only():
+    from nanogpt.pretrain_study import of_recipe
+
+    runs = _rows([("scratch", "ce", 0, 0.87, 1.0), ("scratch", "ce", 1, 0.86, 0.25),
+                  ("lm:b0", "ce", 0, 0.88, 1.0), ("lm:b0", "ce", 0, 0.89, 0.25)])
+    kept = of_recipe(runs, {"backbone_lr_scale": 0.25})
+    assert sorted(zip(kept["start"], kept["val_accuracy"])) == [("pre-trained", 0.89), ("scratch", 0.87)]
+
+
+def test_report_numbers_against_hand_computed_ones():
+    from nanogpt.analysis import load_plan
+    from nanogpt.pretrain_study import difference_of_differences, pretraining_report, pretraining_verdict
+
+    rng = np.random.default_rng(0)
+    spec = []
+    for seed in range(6):
+        spec += [("scratch", "ce", seed, 0.86 + rng.normal(0, 0.004), 1.0),
+                 ("scratch", "bce", seed, 0.86 + rng.normal(0, 0.004), 1.0),
+                 ("lm:b0", "ce", seed, 0.89 + rng.normal(0, 0.004), 1.0),
+                 ("lm:b0", "bce", seed, 0.89 + rng.normal(0, 0.004), 1.0)]
+    spec += [("lm:b1", "ce", 0, 0.885, 1.0), ("lm:b2", "ce", 0, 0.895, 1.0)]
+    runs = _rows(spec)
+    backbones = pd.DataFrame({"backbone_id": ["b0", "b1", "b2"], "train_seconds": [1800.0] * 3,
+                              "val_perplexity": [150.0] * 3, "tokens": [16_384_000] * 3, "precision": ["fp32"] * 3})
+    report = pretraining_report(runs, backbones, 0.9074, "ce", load_plan())
+    acc = runs.assign(p=runs["val_accuracy"] * 100)
+    sc = acc[(acc["init"] == "scratch") & (acc["loss"] == "ce")]["p"]
+    pc = acc[(acc["init"] == "lm:b0") & (acc["loss"] == "ce")]["p"]
+    assert report["arms"]["pre-trained/ce"]["mean"] == pytest.approx(pc.mean())
+    assert report["lift"]["ce"]["diff"] == pytest.approx(pc.mean() - sc.mean())
+    assert report["lift"]["ce"]["ci_low"] > 0  # 3 points of lift at sd 0.4 is detected
+    assert report["variance"]["n_backbones"] == 3
+    assert report["variance"]["sd_over_backbones"] == pytest.approx(np.std([pc.iloc[0], 88.5, 89.5], ddof=1))
+    assert report["beats_baseline"] == {"ce": False, "bce": False}
+    # the change of the gap: an exact zero-noise case
+    d = difference_of_differences([1, 2, 3], [0, 1, 2], [5, 6, 7], [3, 4, 5])
+    assert d["diff"] == pytest.approx(1.0) and d["ci_low"] < 1 < d["ci_high"]
+    assert any(s.startswith("CE: ") for s in pretraining_verdict(report))
+
+
+def test_short_inputs_and_length_buckets():
+    from nanogpt.pretrain_study import first_sentences, probe_accuracy
+
+    assert first_sentences("Great film!<br /><br />I loved it. The end was weak.") == "Great film! I loved it."
+    assert first_sentences("No full stop at all") == "No full stop at all"
+    texts = ["good " * 50, "bad " * 150, "fine " * 500]
+    table = probe_accuracy([1, 0, 1], {"m": np.array([0.9, 0.8, 0.7])}, texts)
+    assert table.loc["m", "all"] == pytest.approx(200 / 3)
+    assert table.loc["m", "<= 100 words"] == 100 and table.loc["m", "101-200"] == 0 and table.loc["m", "> 400"] == 100
+    assert np.isnan(table.loc["m", "201-400"])  # an empty bucket is no accuracy, not 0
