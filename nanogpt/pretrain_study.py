@@ -126,7 +126,7 @@ def pretraining_report(runs: pd.DataFrame, backbones: pd.DataFrame, baseline_acc
                           "n_backbones": int(len(per_backbone)),
                           "sd_over_finetune_seeds": float(over_seeds.std(ddof=1)) if len(over_seeds) > 1 else None,
                           "n_finetune_seeds": int(len(over_seeds))}
-    if report["variance"]["sd_over_backbones"] and report["variance"]["sd_over_finetune_seeds"]:
+    if report["variance"]["sd_over_backbones"] is not None and report["variance"]["sd_over_finetune_seeds"]:
         n1, n2 = len(per_backbone), len(over_seeds)
         ratio = report["variance"]["sd_over_backbones"] / report["variance"]["sd_over_finetune_seeds"]
         f_lo, f_hi = sps.f.ppf([0.975, 0.025], n1 - 1, n2 - 1)  # the F interval of a variance ratio
@@ -174,11 +174,15 @@ def pretraining_verdict(report: dict) -> list[str]:
                       "no change detected at this n (the hidden assumption holds as far as these runs can tell)."))
     var = report["variance"]
     if var.get("sd_over_backbones") is not None:
-        lo, hi = var.get("sd_ratio_ci", [float("nan")] * 2)
-        out.append(f"{var['loss'].upper()} seed {var['seed']} over {var['n_backbones']} backbones: sd "
-                   f"{var['sd_over_backbones']:.2f} points, against {var['sd_over_finetune_seeds']:.2f} over "
-                   f"{var['n_finetune_seeds']} fine-tuning seeds of one backbone (ratio {var['sd_ratio']:.2f}, 95% CI "
-                   f"[{lo:.2f}, {hi:.2f}]).")
+        text = (f"{var['loss'].upper()} seed {var['seed']} over {var['n_backbones']} backbones: sd "
+                f"{var['sd_over_backbones']:.2f} points")
+        if var.get("sd_over_finetune_seeds") is not None:
+            text += f", against {var['sd_over_finetune_seeds']:.2f} over {var['n_finetune_seeds']} fine-tuning seeds"
+            text += " of one backbone"
+        if "sd_ratio" in var:  # not when the fine-tuning seeds agree exactly (sd 0)
+            lo, hi = var["sd_ratio_ci"]
+            text += f" (ratio {var['sd_ratio']:.2f}, 95% CI [{lo:.2f}, {hi:.2f}])"
+        out.append(text + ".")
     return out
 
 

@@ -248,6 +248,13 @@ def test_report_numbers_against_hand_computed_ones():
     d = difference_of_differences([1, 2, 3], [0, 1, 2], [5, 6, 7], [3, 4, 5])
     assert d["diff"] == pytest.approx(1.0) and d["ci_low"] < 1 < d["ci_high"]
     assert any(s.startswith("CE: ") for s in pretraining_verdict(report))
+    # backbones that agree exactly (tiny models, few reviews) give an sd of 0, and still a verdict
+    lm_ce = runs["init"].str.startswith("lm:") & (runs["loss"] == "ce")
+    same = runs.assign(val_accuracy=np.where(lm_ce, 0.885, runs["val_accuracy"]))
+    flat = pretraining_report(same, backbones, 0.9074, "ce", load_plan())
+    assert flat["variance"]["sd_over_backbones"] == 0.0 and flat["variance"]["sd_over_finetune_seeds"] == 0.0
+    assert "sd_ratio" not in flat["variance"]
+    assert any("over 3 backbones: sd 0.00 points, against 0.00" in s for s in pretraining_verdict(flat))
 
 
 def test_short_inputs_and_length_buckets():
