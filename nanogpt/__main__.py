@@ -42,21 +42,31 @@ class _Parser(argparse.ArgumentParser):
                          if " " in self.prog else message)
 
 
-def _coerce(name: str, text: str):
-    """Turn `--set name=text` into the type of TrainConfig.<name>."""
-    from nanogpt.config import TrainConfig
+# PretrainConfig fields that have an option of their own in `pretrain`.
+PRETRAIN_OWN_OPTIONS = {"seed": "--seed/--seeds", "profile": "--profile", "source": "--source", "out_dir": "--out",
+                        "device": "--device", "precision": "--precision", "max_steps": "--steps", "quiet": "--quiet"}
 
-    hints = typing.get_type_hints(TrainConfig)
-    if name in OWN_OPTIONS:
-        raise UsageError(f"--set {name}: use {OWN_OPTIONS[name]} instead.")
+
+def _coerce(name: str, text: str, config_cls=None, own: dict | None = None):
+    """Turn `--set name=text` into the type of <config_cls>.<name> (TrainConfig by default); fields in `own`
+    (OWN_OPTIONS by default) have an option of their own and are refused here."""
+    if config_cls is None:
+        from nanogpt.config import TrainConfig as config_cls
+    own = OWN_OPTIONS if own is None else own
+    hints = typing.get_type_hints(config_cls)
+    if name in own:
+        raise UsageError(f"--set {name}: use {own[name]} instead.")
     if name not in hints:
-        raise UsageError(f"--set {name}: no such setting. Settings: {', '.join(f.name for f in fields(TrainConfig))}")
+        raise UsageError(f"--set {name}: no such setting. Settings: {', '.join(f.name for f in fields(config_cls))}")
     hint = hints[name]
     args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
     if type(None) in args and text.lower() in ("none", "null", ""):
         return None
     base = next(a for a in args if a is not type(None))
     try:
+        if typing.get_origin(base) is tuple:  # e.g. cutoffs=2000,10000
+            item = typing.get_args(base)[0]
+            return tuple(item(x) for x in text.split(","))
         if base is bool:
             if text.lower() in ("1", "true", "yes", "on"):
                 return True
@@ -65,16 +75,16 @@ def _coerce(name: str, text: str):
             raise ValueError
         return base(text)
     except ValueError:
-        raise UsageError(f"--set {name}={text}: expected a {base.__name__}.") from None
+        raise UsageError(f"--set {name}={text}: expected {base.__name__ if isinstance(base, type) else base}.") from None
 
 
-def _overrides(pairs: list[str]) -> dict:
+def _overrides(pairs: list[str], config_cls=None, own: dict | None = None) -> dict:
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise UsageError(f"--set {pair!r}: write it as key=value, e.g. --set max_steps=200.")
         key, value = pair.split("=", 1)
-        out[key.strip()] = _coerce(key.strip(), value.strip())
+        out[key.strip()] = _coerce(key.strip(), value.strip(), config_cls, own)
     return out
 
 
@@ -270,48 +280,14 @@ def cmd_study(args) -> int:
     return 0
 
 
-def _pretrain_overrides(pairs: list[str]) -> dict:
-    from nanogpt.pretrain import PretrainConfig
-
-    hints = typing.get_type_hints(PretrainConfig)
-    own = {"seed": "--seed/--seeds", "profile": "--profile", "source": "--source", "out_dir": "--out",
-           "device": "--device", "precision": "--precision", "max_steps": "--steps", "quiet": "--quiet"}
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise UsageError(f"--set {pair!r}: write it as key=value, e.g. --set max_steps=200.")
-        key, text = (x.strip() for x in pair.split("=", 1))
-        if key in own:
-            raise UsageError(f"--set {key}: use {own[key]} instead.")
-        if key not in hints:
-            raise UsageError(f"--set {key}: no such setting. Settings: {', '.join(sorted(hints))}")
-        hint = str(hints[key])
-        try:
-            if "tuple" in hint:
-                out[key] = tuple(int(x) for x in text.split(","))
-            elif "None" in hint and text.lower() in ("none", ""):
-                out[key] = None
-            elif "int" in hint:
-                out[key] = int(text)
-            elif "float" in hint:
-                out[key] = float(text)
-            elif "bool" in hint:
-                out[key] = text.lower() in ("1", "true", "yes", "on")
-            else:
-                out[key] = text
-        except ValueError:
-            raise UsageError(f"--set {key}={text}: expected {hint}.") from None
-    return out
-
-
 def cmd_pretrain(args) -> int:
-    from nanogpt.pretrain import get_pretrain_profile, pretrain
+    from nanogpt.pretrain import PretrainConfig, get_pretrain_profile, pretrain
     from nanogpt.study import parse_seeds
 
     try:
         base = get_pretrain_profile(args.profile)
         seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
-        over = _pretrain_overrides(args.set)
+        over = _overrides(args.set, PretrainConfig, PRETRAIN_OWN_OPTIONS)
         for flag, key in (("device", "device"), ("precision", "precision"), ("steps", "max_steps")):
             if getattr(args, flag) is not None:
                 over[key] = getattr(args, flag)

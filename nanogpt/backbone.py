@@ -9,6 +9,7 @@ reviews that the classifier would be scored on. Every mismatch is one clear erro
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -43,11 +44,19 @@ def backbone_path(init: str) -> Path | None:
 
 
 def load_backbone(path: str | Path) -> dict:
-    """A backbone checkpoint written by `pretrain` (weights only: nothing in the file is executed)."""
+    """A backbone checkpoint written by `pretrain` (weights only: nothing in the file is executed). Read once per
+    file version (path, size, modification time) in a process: a run builds its model from it and names it in
+    its row, and a study fine-tunes many runs from one backbone. Callers must not modify what it returns."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No backbone checkpoint at {path}. Fix: pre-train one with `python -m nanogpt "
                                 "pretrain` and pass its backbone.pt (results/backbones/<id>/backbone.pt).")
+    stat = path.stat()
+    return _read_backbone(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_backbone(path: str, size: int, mtime_ns: int) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -63,9 +72,10 @@ def load_backbone(path: str | Path) -> dict:
 def check_fits(ckpt: dict, cfg, path: str | Path = "backbone") -> None:
     """Raise a ValueError naming every way the classifier run `cfg` (a TrainConfig) does not fit the backbone."""
     arch, data = ckpt["model_config"], ckpt["data"]
+    model_config = cfg.model_config(n_outputs=1)
     problems = []
     for name in ARCHITECTURE:
-        ours = getattr(cfg, name, None) if name != "vocab_size" else arch["vocab_size"]
+        ours = getattr(model_config, name)
         if ours != arch[name]:
             problems.append(f"{name} {ours!r} (the backbone has {arch[name]!r})")
     if cfg.block_size > arch["block_size"]:

@@ -259,8 +259,8 @@ def stored_pretraining(results_dir: str | Path, profile: str, pretrain_profile: 
     if runs.empty or backbones.empty:
         raise FileNotFoundError(f"{results_dir} holds no '{profile}' runs or no '{pretrain_profile}' backbones yet. "
                                 "Fix: run notebook 06 with train=True (or `python -m nanogpt study --pretraining`).")
-    used = set(with_start(runs)["backbone"]) - {""}
-    return with_start(runs).reset_index(drop=True), backbones[backbones["backbone_id"].isin(used)].reset_index(drop=True)
+    used = set(runs["backbone"]) - {""}  # of_recipe has added start and backbone
+    return runs.reset_index(drop=True), backbones[backbones["backbone_id"].isin(used)].reset_index(drop=True)
 
 
 def backbone_histories(results_dir: str | Path, backbones: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -95,7 +95,7 @@ FAST = Profile(
 FT = Profile(
     name="ft",
     description="scratch against pre-trained (`--init lm:<backbone>` of `pretrain --profile lm-cpu`): the lm-cpu "
-                "backbone's shape, ~2.5 min per run on 2 AVX2 cores",
+                "backbone's shape, 2.6-2.7 min of training per run on 2 AVX2 cores",
     seeds=(0, 1, 2, 3, 4),
     config=TrainConfig(
         profile="ft",
