@@ -103,7 +103,7 @@ def test_a_scheduler_that_does_not_answer_is_one_line_and_exit_1(tmp_path, capsy
 
 def test_an_external_scheduler_runs_the_study(tmp_path):
     """`dask scheduler` and `dask worker` started by hand, as on two hosts, and the study sent to them."""
-    port = C_free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", str(port),
                                   "--dashboard-address", ":0", "--host", "127.0.0.1"], env=env,
@@ -121,7 +121,38 @@ def test_an_external_scheduler_runs_the_study(tmp_path):
             proc.wait(30)
 
 
-def C_free_port() -> int:
+@pytest.mark.parametrize("how", ["workers", "scheduler"])
+def test_notebooks_02_and_03_train_on_dask(tmp_path, client, how):
+    """The notebooks' own sweep on a cluster, as a JupyterLab user sets it: notebook 02 starting a local cluster
+    of 2 workers (`workers = 2`), notebook 03 sent to a running scheduler (`scheduler = ADDRESS`)."""
+    import nbformat
+    import papermill as pm
+    from distributed import get_task_stream
+
+    from nanogpt.data import REPO_ROOT
+
+    name, loss, parameters = (("02_train_cross_entropy", "ce", {"workers": 2}) if how == "workers" else
+                              ("03_train_binary_cross_entropy", "bce", {"scheduler": client.scheduler.address}))
+    out = tmp_path / f"{name}.ipynb"
+    with get_task_stream(client) as stream:  # every task the fixture's scheduler runs meanwhile
+        pm.execute_notebook(str(REPO_ROOT / "notebooks" / f"{name}.ipynb"), str(out), kernel_name="python3", progress_bar=False,
+                            cwd=str(REPO_ROOT / "notebooks"), parameters={
+                                "profile": "smoke", "seeds": "0-1", "results_dir": str(tmp_path / "results"),
+                                "figures_dir": str(tmp_path / "figures"), **parameters,
+                                "overrides": {"max_steps": 20, "eval_interval": 10, "train_limit": 600,
+                                              "val_limit": 200}})
+    runs = read_results(runs_csv(tmp_path / "results"))
+    assert sorted(runs["seed"]) == [0, 1] and set(runs["loss"]) == {loss} and (runs["status"] == "ok").all()
+    printed = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells
+                      for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    ran_here = {task["key"] for task in stream.data}
+    if how == "workers":  # its own cluster, not the fixture's
+        assert "local Dask cluster: 2 worker(s)" in printed and not ran_here
+    else:
+        assert ran_here == {f"train-{run_id}" for run_id in runs["run_id"]}
+
+
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
