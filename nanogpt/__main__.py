@@ -158,9 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print numbers (never assert a time)")
     p.add_argument("--quick", action="store_true", help="fewer repeats, no time-to-accuracy runs (~1-2 minutes)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write every figure to FILE as JSON")
-    p.add_argument("--only", choices=("serving", "sweep"), default=None,
-                   help="one section: serving (the service under load, ~2 min) or sweep (a study in-process "
-                        "against Dask workers, ~3 min)")
+    p.add_argument("--only", choices=("serving", "sweep", "pretraining"), default=None,
+                   help="one section: serving (the service under load, ~2 min), sweep (a study in-process "
+                        "against Dask workers, ~3 min) or pretraining (accuracy per minute of compute, read from "
+                        "the pre-training study's rows)")
 
     p = sub.add_parser("classify", help="classify reviews with a trained checkpoint")
     p.add_argument("--checkpoint", required=True, help="results/runs/<run_id>/model.pt")

@@ -293,6 +293,31 @@ def compute_points(results_dir: str | Path, runs: pd.DataFrame, backbones: pd.Da
                          minutes_shared=points["train_seconds"] / 60 + share)
 
 
+def compute_table(runs: pd.DataFrame, backbones: pd.DataFrame) -> pd.DataFrame:
+    """Final accuracy against total compute per (start, loss), from the rows' measured train_seconds: minutes
+    of fine-tuning, of the backbone (whole: one run pays for it; shared: divided among the runs fine-tuned from
+    it), and the accuracy points each extra minute over the scratch runs of that loss bought. Pre-trained runs:
+    those of the first backbone, as in `pretraining_report`'s arms."""
+    runs = with_start(runs)
+    runs = runs[(runs["start"] == "scratch") | (runs["backbone"] == backbones["backbone_id"].iloc[0])]
+    minutes = backbones.set_index("backbone_id")["train_seconds"].astype(float) / 60
+    sharing = runs[runs["start"] == "pre-trained"].groupby("backbone").size()
+    pre = runs["backbone"].map(minutes).fillna(0.0)
+    runs = runs.assign(accuracy=runs["val_accuracy"] * 100, train=runs["train_seconds"] / 60, backbone_minutes=pre,
+                       whole=runs["train_seconds"] / 60 + pre,
+                       shared=runs["train_seconds"] / 60 + pre / runs["backbone"].map(sharing).fillna(1.0))
+    table = runs.groupby(["start", "loss"]).agg(runs=("accuracy", "size"), accuracy=("accuracy", "mean"),
+                                                 finetune_minutes=("train", "mean"),
+                                                 backbone_minutes=("backbone_minutes", "mean"),
+                                                 total_minutes=("whole", "mean"), shared_minutes=("shared", "mean"))
+    scratch = table.xs("scratch", level="start")
+    for col, out in (("total_minutes", "points_per_extra_minute"), ("shared_minutes", "points_per_extra_minute_shared")):
+        extra = table[col] - table.index.get_level_values("loss").map(scratch[col]).to_numpy()
+        gain = table["accuracy"] - table.index.get_level_values("loss").map(scratch["accuracy"]).to_numpy()
+        table[out] = (gain / extra).where(extra > 0)
+    return table.reset_index()
+
+
 def probe_models(results_dir: str | Path, runs: pd.DataFrame, primary: str, seed: int = 0) -> dict[str, Path]:
     """The checkpoints of `seed` from scratch and from backbone `primary`, per loss, that are on disk."""
     from nanogpt.rundir import RunDir

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -255,6 +256,28 @@ def test_report_numbers_against_hand_computed_ones():
     assert flat["variance"]["sd_over_backbones"] == 0.0 and flat["variance"]["sd_over_finetune_seeds"] == 0.0
     assert "sd_ratio" not in flat["variance"]
     assert any("over 3 backbones: sd 0.00 points, against 0.00" in s for s in pretraining_verdict(flat))
+
+
+def test_compute_table_charges_the_backbone_whole_and_shared():
+    from nanogpt.bench import pretraining_section
+    from nanogpt.pretrain_study import compute_table
+
+    runs = _rows([("scratch", "ce", 0, 0.86, 1.0), ("scratch", "ce", 1, 0.88, 1.0),
+                  ("lm:b0", "ce", 0, 0.89, 1.0), ("lm:b0", "ce", 1, 0.91, 1.0), ("lm:b0", "bce", 0, 0.90, 1.0),
+                  ("scratch", "bce", 0, 0.85, 1.0), ("lm:b1", "ce", 0, 0.70, 1.0)])  # b1: not the primary
+    backbones = pd.DataFrame({"backbone_id": ["b0", "b1"], "train_seconds": [1800.0, 1800.0]})
+    t = compute_table(runs, backbones).set_index(["start", "loss"])
+    pc, sc = t.loc[("pre-trained", "ce")], t.loc[("scratch", "ce")]
+    assert pc["runs"] == 2 and pc["accuracy"] == pytest.approx(90.0) and sc["accuracy"] == pytest.approx(87.0)
+    assert pc["total_minutes"] == pytest.approx(2 + 30) and sc["total_minutes"] == pytest.approx(2)
+    assert pc["shared_minutes"] == pytest.approx(2 + 30 / 3)  # b0 served three runs
+    assert pc["points_per_extra_minute"] == pytest.approx(3 / 30)
+    assert pc["points_per_extra_minute_shared"] == pytest.approx(3 / 10)
+    assert np.isnan(sc["points_per_extra_minute"])
+    shown = []
+    out = pretraining_section(lambda label, text: shown.append(label + text), quick=True,
+                              results_dir=Path("/nonexistent-results"))
+    assert out == {"pretraining_compute": None} and "skipped" in shown[0] and "study --pretraining" in shown[0]
 
 
 def test_short_inputs_and_length_buckets():

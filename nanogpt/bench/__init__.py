@@ -70,11 +70,36 @@ def sweep_section(show, quick: bool) -> dict:
     return out
 
 
-SECTIONS = {"serving": serving_section, "sweep": sweep_section}
+def pretraining_section(show, quick: bool, results_dir=None) -> dict:
+    """Accuracy per minute of total compute (pre-training + fine-tuning) against the scratch runs of the same
+    profile, from the pre-training study's rows (their measured train_seconds; a backbone takes ~30 minutes, so
+    the bench reads the study rather than re-running it). No study here: one line saying how to make one."""
+    from nanogpt.data import REPO_ROOT
+    from nanogpt.pretrain_study import compute_table, stored_pretraining
+
+    try:
+        runs, backbones = stored_pretraining(results_dir or REPO_ROOT / "results", "ft", "lm-cpu")
+    except FileNotFoundError as exc:
+        show("pre-training", f"skipped: {exc}")
+        return {"pretraining_compute": None}
+    table = compute_table(runs, backbones)
+    where = ", ".join(sorted(set(runs["precision"].astype(str)) | set(backbones["precision"].astype(str))))
+    show("compute, measured on", f"the study's rows ({where}; profile ft, backbones lm-cpu)")
+    for r in table.itertuples():
+        text = (f"{r.accuracy:.2f}% ({r.runs} runs) after {r.total_minutes:.1f} min of training" if r.start == "scratch"
+                else f"{r.accuracy:.2f}% ({r.runs} runs) after {r.total_minutes:.1f} min ({r.backbone_minutes:.1f} "
+                     f"pre-training + {r.finetune_minutes:.1f} fine-tuning), {r.shared_minutes:.1f} with the backbone "
+                     f"shared by its runs: {r.points_per_extra_minute:+.3f} points per extra minute "
+                     f"({r.points_per_extra_minute_shared:+.3f} shared)")
+        show(f"compute, {r.start} {r.loss.upper()}", text)
+    return {"pretraining_compute": table.to_dict("records"), "pretraining_precision": where}
+
+
+SECTIONS = {"serving": serving_section, "sweep": sweep_section, "pretraining": pretraining_section}
 
 
 def run_section(name: str, json_path: str | None = None) -> dict:
-    """One section alone (`bench --only serving|sweep`), full size."""
+    """One section alone (`bench --only serving|sweep|pretraining`), full size."""
     out = SECTIONS[name](lambda label, text: print(f"{label:<28}{text}", flush=True), False)
     if json_path:
         atomic_write_json(json_path, out)
@@ -129,6 +154,7 @@ def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
                       f"p95 {inf['predict_latency_ms_p95']:.1f} ms; batch {inf['predict_reviews_per_s']:,.0f} reviews/s")
     out.update(serving_section(show, quick))
     out.update(sweep_section(show, quick))
+    out.update(pretraining_section(show, quick))
     if device.type == "cuda":
         acc = accelerator_figures(device, "paper", rounds=5 if quick else 20, study=not quick)
         out.update(acc)
