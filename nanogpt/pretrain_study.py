@@ -245,22 +245,61 @@ def of_recipe(runs: pd.DataFrame, finetune: dict | None = None) -> pd.DataFrame:
 
 
 def stored_pretraining(results_dir: str | Path, profile: str, pretrain_profile: str,
-                       finetune: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                       finetune: dict | None = None, pretrain_overrides: dict | None = None
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The finished runs of `profile` (of the study's recipe, `of_recipe`) and the backbones of
-    `pretrain_profile` (seed order) a results folder holds: what notebook 06 analyses when it does not train
-    (a fresh clone reads the committed files)."""
+    `pretrain_profile` with `pretrain_overrides` (seed order; backbones trained otherwise, such as the budget
+    points of `pretraining_budget`, and the runs from them are left out) a results folder holds: what notebook
+    06 analyses when it does not train (a fresh clone reads the committed files)."""
     from nanogpt.results import read_results, runs_csv
 
     runs = read_results(runs_csv(results_dir), finished_only=True)
     runs = of_recipe(runs[runs["profile"] == profile], finetune) if not runs.empty else runs
-    path = Path(results_dir) / "backbones.csv"
-    backbones = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["backbone_id", "profile", "seed"])
-    backbones = backbones[backbones["profile"] == pretrain_profile].sort_values("seed").reset_index(drop=True)
+    backbones = stored_backbones(results_dir, pretrain_profile, pretrain_overrides)
+    backbones = backbones[backbones["differs"].map(len) == 0].drop(columns="differs")
     if runs.empty or backbones.empty:
         raise FileNotFoundError(f"{results_dir} holds no '{profile}' runs or no '{pretrain_profile}' backbones yet. "
                                 "Fix: run notebook 06 with train=True (or `python -m nanogpt study --pretraining`).")
-    used = set(runs["backbone"]) - {""}  # of_recipe has added start and backbone
+    ids = set(backbones["backbone_id"])
+    runs = runs[(runs["start"] == "scratch") | runs["backbone"].isin(ids)]  # of_recipe has added start, backbone
+    used = set(runs["backbone"]) - {""}
     return runs.reset_index(drop=True), backbones[backbones["backbone_id"].isin(used)].reset_index(drop=True)
+
+
+def stored_backbones(results_dir: str | Path, pretrain_profile: str, overrides: dict | None = None) -> pd.DataFrame:
+    """The backbones.csv rows of `pretrain_profile` (seed order), each with `differs`: the fields (other than the
+    seed and the fields that change nothing computed) in which it departs from the profile with `overrides`,
+    e.g. ('max_steps',) for a shorter or longer pre-training. The study's backbones differ in nothing."""
+    import json
+
+    from nanogpt.pretrain import LOCAL_FIELDS, get_pretrain_profile
+
+    path = Path(results_dir) / "backbones.csv"
+    rows = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["backbone_id", "profile", "seed", "config"])
+    rows = rows[rows["profile"] == pretrain_profile].sort_values(["seed", "steps"] if "steps" in rows else "seed")
+    base = json.loads(json.dumps(get_pretrain_profile(pretrain_profile).replace(**(overrides or {})).__dict__))
+    skip = {"seed", *LOCAL_FIELDS}
+    rows["differs"] = [tuple(k for k in base if k not in skip and json.loads(c).get(k) != base[k])
+                       for c in rows["config"]]
+    return rows.reset_index(drop=True)
+
+
+def pretraining_budget(runs: pd.DataFrame, backbones: pd.DataFrame, loss: str = "ce", seed: int = 0,
+                       finetune: dict | None = None) -> pd.DataFrame:
+    """Accuracy against the pre-training budget: `loss`/`seed` fine-tuned with the study's recipe from every
+    backbone of `backbones` (`stored_backbones`) that departs from its profile in the number of steps at most,
+    and from scratch (0 tokens); with each backbone's tokens, validation perplexity and minutes."""
+    runs = of_recipe(runs[(runs["loss"] == loss) & (runs["seed"] == seed)], finetune)
+    backbones = backbones[backbones["differs"].map(lambda d: set(d) <= {"max_steps"})]
+    rows = [{"backbone_id": "", "backbone_seed": None, "tokens": 0, "val_perplexity": None, "backbone_minutes": 0.0}]
+    rows += [{"backbone_id": b["backbone_id"], "backbone_seed": int(b["seed"]), "tokens": int(b["tokens"]),
+              "val_perplexity": float(b["val_perplexity"]), "backbone_minutes": float(b["train_seconds"]) / 60}
+             for _, b in backbones.iterrows()]
+    curve = pd.DataFrame(rows).merge(runs[["backbone", "val_accuracy", "train_seconds"]], left_on="backbone_id",
+                                     right_on="backbone", how="inner").drop(columns="backbone")
+    return curve.assign(accuracy=curve["val_accuracy"] * 100,
+                        total_minutes=curve["backbone_minutes"] + curve["train_seconds"] / 60).sort_values(
+        ["tokens", "backbone_seed"], na_position="first").reset_index(drop=True)
 
 
 def backbone_histories(results_dir: str | Path, backbones: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -280,6 +280,27 @@ def test_compute_table_charges_the_backbone_whole_and_shared():
     assert out == {"pretraining_compute": None} and "skipped" in shown[0] and "study --pretraining" in shown[0]
 
 
+def test_budget_backbones_stay_out_of_the_study_and_make_the_curve(tmp_path):
+    from nanogpt.pretrain_study import pretraining_budget, stored_backbones
+
+    base = P.get_pretrain_profile("lm-cpu")
+    made = [("b0", base), ("b1", base.replace(seed=1)), ("short", base.replace(max_steps=500)),
+            ("wide", base.replace(n_embd=256)), ("local", base.replace(out_dir="elsewhere", quiet=True))]
+    pd.DataFrame([{"backbone_id": name, "profile": "lm-cpu", "seed": c.seed, "steps": c.max_steps,
+                   "tokens": c.max_steps * c.batch_size * c.block_size, "val_perplexity": 100.0,
+                   "train_seconds": 60.0 * c.max_steps / 100, "config": json.dumps(c.__dict__)} for name, c in made]
+                 ).to_csv(tmp_path / "backbones.csv", index=False)
+    stored = stored_backbones(tmp_path, "lm-cpu").set_index("backbone_id")["differs"].to_dict()
+    assert stored == {"b0": (), "local": (), "short": ("max_steps",), "b1": (), "wide": ("n_embd",)}
+    assert stored_backbones(tmp_path, "lm-cpu", {"max_steps": 500}).set_index("backbone_id").loc["short", "differs"] == ()
+    runs = _rows([("scratch", "ce", 0, 0.87, 1.0), ("lm:b0", "ce", 0, 0.89, 0.25), ("lm:short", "ce", 0, 0.88, 0.25),
+                  ("lm:wide", "ce", 0, 0.95, 0.25), ("lm:b0", "ce", 1, 0.90, 0.25), ("lm:b0", "bce", 0, 0.9, 0.25)])
+    curve = pretraining_budget(runs, stored_backbones(tmp_path, "lm-cpu"))
+    assert curve["backbone_id"].tolist() == ["", "short", "b0"]  # scratch, 500 steps, 2,000; not the wider one
+    assert curve["accuracy"].tolist() == pytest.approx([87.0, 88.0, 89.0])
+    assert curve["total_minutes"].tolist() == pytest.approx([2.0, 2.0 + 5.0, 2.0 + 20.0])
+
+
 def test_short_inputs_and_length_buckets():
     from nanogpt.pretrain_study import first_sentences, probe_accuracy
 

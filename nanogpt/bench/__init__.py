@@ -75,10 +75,12 @@ def pretraining_section(show, quick: bool, results_dir=None) -> dict:
     profile, from the pre-training study's rows (their measured train_seconds; a backbone takes ~30 minutes, so
     the bench reads the study rather than re-running it). No study here: one line saying how to make one."""
     from nanogpt.data import REPO_ROOT
-    from nanogpt.pretrain_study import compute_table, stored_pretraining
+    from nanogpt.pretrain_study import compute_table, pretraining_budget, stored_backbones, stored_pretraining
+    from nanogpt.results import read_results, runs_csv
 
+    results_dir = results_dir or REPO_ROOT / "results"
     try:
-        runs, backbones = stored_pretraining(results_dir or REPO_ROOT / "results", "ft", "lm-cpu")
+        runs, backbones = stored_pretraining(results_dir, "ft", "lm-cpu")
     except FileNotFoundError as exc:
         show("pre-training", f"skipped: {exc}")
         return {"pretraining_compute": None}
@@ -92,7 +94,13 @@ def pretraining_section(show, quick: bool, results_dir=None) -> dict:
                      f"shared by its runs: {r.points_per_extra_minute:+.3f} points per extra minute "
                      f"({r.points_per_extra_minute_shared:+.3f} shared)")
         show(f"compute, {r.start} {r.loss.upper()}", text)
-    return {"pretraining_compute": table.to_dict("records"), "pretraining_precision": where}
+    every = read_results(runs_csv(results_dir), finished_only=True)
+    budget = pretraining_budget(every[every["profile"] == "ft"], stored_backbones(results_dir, "lm-cpu"))
+    for r in budget.itertuples():
+        show("budget, CE seed 0", f"{r.tokens / 1e6:4.1f}M pre-training tokens: {r.accuracy:.2f}% after "
+                                  f"{r.total_minutes:.1f} min" + (f" (perplexity {r.val_perplexity:.1f})" if r.tokens else ""))
+    return {"pretraining_compute": table.to_dict("records"), "pretraining_budget": budget.to_dict("records"),
+            "pretraining_precision": where}
 
 
 SECTIONS = {"serving": serving_section, "sweep": sweep_section, "pretraining": pretraining_section}
