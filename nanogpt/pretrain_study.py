@@ -318,18 +318,24 @@ def compute_points(results_dir: str | Path, runs: pd.DataFrame, backbones: pd.Da
     from nanogpt.results import load_histories
 
     runs = with_start(runs)
-    backbone_minutes = backbones.set_index("backbone_id")["train_seconds"].astype(float) / 60
-    sharing = runs[runs["start"] == "pre-trained"].groupby("backbone").size()
     hist = load_histories(results_dir, runs)
     have = set(hist["run_id"]) if not hist.empty else set()
     frames = [hist[hist["val_accuracy"].notna()][["run_id", "train_seconds", "val_accuracy"]]] if have else []
     rest = runs[~runs["run_id"].isin(have)]
     frames.append(rest[["run_id", "train_seconds", "val_accuracy"]])
     points = pd.concat(frames, ignore_index=True).merge(runs[["run_id", "loss", "start", "backbone"]], on="run_id")
-    pre = points["backbone"].map(backbone_minutes).fillna(0.0)
-    share = pre / points["backbone"].map(sharing).fillna(1.0)
-    return points.assign(accuracy=points["val_accuracy"] * 100, minutes=points["train_seconds"] / 60 + pre,
-                         minutes_shared=points["train_seconds"] / 60 + share)
+    return _charged(points, runs, backbones)
+
+
+def _charged(frame: pd.DataFrame, runs: pd.DataFrame, backbones: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (train_seconds and backbone per row) with its compute: `backbone_minutes`, `minutes` (training plus
+    the whole backbone) and `minutes_shared` (plus the backbone divided among the `runs` fine-tuned from it)."""
+    minutes = backbones.set_index("backbone_id")["train_seconds"].astype(float) / 60
+    sharing = runs[runs["start"] == "pre-trained"].groupby("backbone").size()
+    pre = frame["backbone"].map(minutes).fillna(0.0)
+    return frame.assign(accuracy=frame["val_accuracy"] * 100, backbone_minutes=pre,
+                        minutes=frame["train_seconds"] / 60 + pre,
+                        minutes_shared=frame["train_seconds"] / 60 + pre / frame["backbone"].map(sharing).fillna(1.0))
 
 
 def compute_table(runs: pd.DataFrame, backbones: pd.DataFrame) -> pd.DataFrame:
@@ -339,16 +345,12 @@ def compute_table(runs: pd.DataFrame, backbones: pd.DataFrame) -> pd.DataFrame:
     those of the first backbone, as in `pretraining_report`'s arms."""
     runs = with_start(runs)
     runs = runs[(runs["start"] == "scratch") | (runs["backbone"] == backbones["backbone_id"].iloc[0])]
-    minutes = backbones.set_index("backbone_id")["train_seconds"].astype(float) / 60
-    sharing = runs[runs["start"] == "pre-trained"].groupby("backbone").size()
-    pre = runs["backbone"].map(minutes).fillna(0.0)
-    runs = runs.assign(accuracy=runs["val_accuracy"] * 100, train=runs["train_seconds"] / 60, backbone_minutes=pre,
-                       whole=runs["train_seconds"] / 60 + pre,
-                       shared=runs["train_seconds"] / 60 + pre / runs["backbone"].map(sharing).fillna(1.0))
+    runs = _charged(runs, runs, backbones).assign(train=runs["train_seconds"] / 60)
     table = runs.groupby(["start", "loss"]).agg(runs=("accuracy", "size"), accuracy=("accuracy", "mean"),
                                                  finetune_minutes=("train", "mean"),
                                                  backbone_minutes=("backbone_minutes", "mean"),
-                                                 total_minutes=("whole", "mean"), shared_minutes=("shared", "mean"))
+                                                 total_minutes=("minutes", "mean"),
+                                                 shared_minutes=("minutes_shared", "mean"))
     scratch = table.xs("scratch", level="start")
     for col, out in (("total_minutes", "points_per_extra_minute"), ("shared_minutes", "points_per_extra_minute_shared")):
         extra = table[col] - table.index.get_level_values("loss").map(scratch[col]).to_numpy()
