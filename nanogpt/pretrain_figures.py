@@ -70,6 +70,23 @@ def plot_accuracy_per_compute(points: pd.DataFrame, baseline: float):
     return fig
 
 
+def plot_budget(curve: pd.DataFrame, baseline: float, loss: str = "ce"):
+    """`pretraining_budget`'s curve: one seed's accuracy against the tokens its backbone read (0: from scratch)
+    and against total minutes (pre-training + fine-tuning), beside TF-IDF."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, x, label in ((axes[0], curve["tokens"] / 1e6, "pre-training tokens (millions; 0 = from scratch)"),
+                         (axes[1], curve["total_minutes"], "total minutes (pre-training + fine-tuning)")):
+        ax.plot(x, curve["accuracy"], marker="o", ls="", color=COLORS[loss])
+        means = curve.assign(x=x).groupby("x")["accuracy"].mean()  # several backbone seeds at one budget
+        ax.plot(means.index, means.values, color=COLORS[loss], lw=1, alpha=0.7)
+        ax.axhline(baseline * 100, **BASELINE, label=f"TF-IDF ({baseline * 100:.2f}%)")
+        ax.set(xlabel=label, ylabel="validation accuracy (%)")
+    axes[0].set_title(f"{loss.upper()}, one fine-tuning seed, against the pre-training budget")
+    axes[0].legend(frameon=False, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def plot_probe(table: pd.DataFrame):
     """Accuracy of each model on full reviews by length bucket, and on their first two sentences."""
     long = table.reset_index().melt(id_vars="model", var_name="input", value_name="accuracy")

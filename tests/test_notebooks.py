@@ -136,7 +136,7 @@ def test_pretraining_study_runs_notebook_06(tmp_path):
                              reports_dir=tmp_path / "reports", progress=False, probe_limit=300,
                              overrides={"max_steps": 40, "eval_interval": 20, "train_limit": 2000, "val_limit": 300})
     for name in ("06_pretraining_curves.png", "06_accuracy_by_start.png", "06_accuracy_per_compute.png",
-                 "06_short_inputs_and_length.png"):
+                 "06_pretraining_budget.png", "06_short_inputs_and_length.png"):
         assert (tmp_path / "figures" / "smoke" / name).stat().st_size > 10_000, name
     runs, backbones = stored_pretraining(out, "smoke", "lm-smoke")
     assert len(backbones) == 2 and sorted(runs["start"].value_counts().to_dict().items()) == [
@@ -146,6 +146,7 @@ def test_pretraining_study_runs_notebook_06(tmp_path):
     assert json.loads(json.dumps(expected, default=float))["arms"] == summary["arms"]
     assert summary["variance"]["n_backbones"] == 2 and len(summary["probe"]["model"]) == 5  # 4 GPTs and TF-IDF
     assert any(s.startswith("BCE - CE pre-trained") for s in summary["verdict"])
+    assert summary["budget"]["tokens"][0] == 0 and len(summary["budget"]["accuracy"]) == 3  # scratch, 2 backbones
     # analysing only (a fresh clone's case): the same report from the stored rows, the probe from the summary
     again = run_pretraining_notebook("smoke", "lm-smoke", results_dir=out, figures_dir=tmp_path / "f2",
                                      reports_dir=tmp_path / "r2", progress=False, train=False, probe_limit=300)
