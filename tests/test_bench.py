@@ -34,6 +34,11 @@ def test_quick_bench_runs_and_reports_sane_numbers(tmp_path):
     assert b["serving_batching_speedup"] > 0
     assert "Dask worker" in r.stdout and b["sweep_runs"] == 2  # a study in-process against 2 Dask workers
     assert b["sweep_in_process_s"] > 0 and b["sweep_workers2_s"] > 0 and b["sweep_workers2_overhead"] > -1
+    # accuracy per compute minute, read from the committed pre-training study
+    assert "compute, pre-trained CE" in r.stdout and "budget, CE seed 0" in r.stdout
+    starts = {(row["start"], row["loss"]) for row in b["pretraining_compute"]}
+    assert starts == {(s, loss) for s in ("scratch", "pre-trained") for loss in ("ce", "bce")}
+    assert b["pretraining_budget"][0]["tokens"] == 0 and len(b["pretraining_budget"]) >= 2
 
 
 def test_hf_trainer_time_to_accuracy_stops_at_the_target(tmp_path):
