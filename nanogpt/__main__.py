@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"))
     p.add_argument("--steps", type=int, default=None, help="override the profile's max_steps")
+    p.add_argument("--unlabelled", action="store_true",
+                   help="also read the Hub's 50,000 unlabelled IMDB reviews (needs a network)")
     p.add_argument("--fresh", action="store_true", help="start afresh instead of resuming an interrupted run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any PretrainConfig field, e.g. --set learning_rate=1e-3 (repeatable)")
@@ -292,6 +294,8 @@ def cmd_pretrain(args) -> int:
         for flag, key in (("device", "device"), ("precision", "precision"), ("steps", "max_steps")):
             if getattr(args, flag) is not None:
                 over[key] = getattr(args, flag)
+        if args.unlabelled:
+            over["unlabelled"] = True
         configs = [base.replace(seed=s, source=args.source, out_dir=args.out, quiet=args.quiet, **over).validate()
                    for s in seeds]
     except (ValueError, TypeError) as exc:

@@ -30,12 +30,14 @@ def tokenizer_record() -> dict:
     return {"name": TOKENIZER_NAME, "vocab_bpe_sha256": VOCAB_BPE_SHA256, "encoder_json_sha256": ENCODER_JSON_SHA256}
 
 
-def backbone_data_record(source: str, split_seed: int, val_fraction: float, review_ids: np.ndarray) -> dict:
-    """What the backbone read: the data by content, the split, and the digest of its reviews' row numbers."""
+def backbone_data_record(source: str, split_seed: int, val_fraction: float, review_ids: np.ndarray,
+                         n_unlabelled: int = 0) -> dict:
+    """What the backbone read: the data by content, the split, the digest of its reviews' row numbers, and how
+    many of the Hub's unlabelled reviews besides."""
     ids = np.asarray(review_ids, dtype=np.int64)
     return {"identity": data_identity(source), "split_seed": int(split_seed), "val_fraction": float(val_fraction),
             "n_reviews": int(len(ids)), "review_ids_sha256": hashlib.sha256(ids.tobytes()).hexdigest(),
-            "tokenizer": tokenizer_record()}
+            "unlabelled_reviews": int(n_unlabelled), "tokenizer": tokenizer_record()}
 
 
 def backbone_path(init: str) -> Path | None:

@@ -107,6 +107,19 @@ def _read_hub() -> dict[str, pd.DataFrame]:
     return {name: raw[name].to_pandas() for name in ("train", "test")}
 
 
+def read_unlabelled_reviews() -> list[str]:
+    """The Hub's 50,000 unlabelled IMDB reviews (`stanfordnlp/imdb`, split `unsupervised`; none of them is among
+    the labelled reviews): text for language-model pre-training only. Needs a network."""
+    try:
+        raw = datasets.load_dataset(HUB_DATASET, split="unsupervised")
+    except Exception as exc:  # any network / hub failure: say what to do instead
+        raise ConnectionError(
+            f"Could not load the unlabelled reviews of '{HUB_DATASET}' from the Hugging Face Hub "
+            f"({type(exc).__name__}: {exc}). They need a network. Fix: pre-train without unlabelled=True (the "
+            "training split's reviews, which ship offline).") from exc
+    return [str(t) for t in raw["text"]]
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such data file. Fix: give a CSV with columns text,label.")

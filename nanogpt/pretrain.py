@@ -9,7 +9,9 @@ What is read: the reviews of the training split of (source, split_seed, val_frac
 each followed by GPT-2's end-of-text token, as one stream; a batch is `batch_size` windows of `block_size + 1`
 tokens at random offsets (drawn from the seed and the step, so a resumed run reads what an uninterrupted one
 reads). No validation review is ever in the stream (`LMCorpus.review_ids`, tests/test_pretrain.py). The
-validation texts give the perplexity curve only; nothing is selected on them.
+validation texts give the perplexity curve only; nothing is selected on them. With `unlabelled=True` (`pretrain
+--unlabelled`, needs a network) the Hub's 50,000 unlabelled IMDB reviews follow the training reviews in the
+stream, less any whose tokens equal a labelled review's.
 
 The output layer is an adaptive softmax (`torch.nn.AdaptiveLogSoftmaxWithLoss`, Grave et al. 2017) over tokens
 ranked by their frequency in the training stream: the 2,000 most frequent (81% of the training tokens) in the
@@ -20,6 +22,7 @@ It is thrown away after pre-training: only the backbone is kept.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -40,6 +43,7 @@ from nanogpt.data import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, data_identity
 from nanogpt.model import GPTClassifier, ModelConfig
 from nanogpt.runtime import autocast, environment, prepare_device, resolve_device, resolve_precision
 from nanogpt.tokenizer import EOT_TOKEN, VOCAB_SIZE
+from nanogpt.tokens import TokenizedSplit, tokenize_texts
 from nanogpt.train import learning_rate_at
 
 UNTRUNCATED = 1 << 20  # the token cache's block size for whole reviews (no IMDB review comes near it)
@@ -56,6 +60,7 @@ class PretrainConfig:
     split_seed: int = DEFAULT_SPLIT_SEED
     val_fraction: float = DEFAULT_VAL_FRACTION
     train_limit: int | None = None  # only the first N training reviews (tests)
+    unlabelled: bool = False  # also read the Hub's 50,000 unlabelled IMDB reviews (needs a network)
     # --- backbone (what a classifier fine-tuned from it must match; dropout is the fine-tuning's own choice)
     block_size: int = 256  # window length; a classifier may use this many positions or fewer
     n_layer: int = 2
@@ -109,6 +114,7 @@ class PretrainConfig:
              and 0 < cut[0] and cut[-1] < VOCAB_SIZE - 1,
              f"cutoffs must be increasing integers between 1 and {VOCAB_SIZE - 2}, got {self.cutoffs!r}.")
         need(self.div_value >= 1, f"div_value must be >= 1, got {self.div_value}.")
+        need(isinstance(self.unlabelled, bool), f"unlabelled must be True or False, got {self.unlabelled!r}.")
         need(self.train_limit is None or (isinstance(self.train_limit, int) and self.train_limit > 1),
              f"train_limit must be None or an integer > 1, got {self.train_limit!r}.")
         self.model_config()  # head/embedding divisibility, dropout range
@@ -167,6 +173,8 @@ class LMCorpus:
     val_stream: np.ndarray  # the validation reviews, likewise (for the perplexity curve only)
     val_review_ids: np.ndarray
     rank: np.ndarray  # token id -> rank by frequency in `stream` (0 = most frequent); ties by id
+    n_unlabelled: int = 0  # unlabelled reviews appended to the stream after the training reviews
+    unlabelled_dropped: int = 0  # unlabelled reviews left out because a labelled review has the same tokens
 
 
 def _joined(split) -> np.ndarray:
@@ -180,10 +188,28 @@ def lm_corpus(cfg: PretrainConfig, verbose: bool = False) -> LMCorpus:
     if cfg.train_limit is not None:
         train_idx = train_idx[: cfg.train_limit]
     stream = _joined(corpus.take(train_idx))
+    n_unlabelled = dropped = 0
+    if cfg.unlabelled:
+        extra, dropped = _unlabelled(corpus)
+        stream, n_unlabelled = np.concatenate([stream, _joined(extra)]), len(extra)  # each review ends in EOT
     counts = np.bincount(stream, minlength=VOCAB_SIZE)
     rank = np.empty(VOCAB_SIZE, dtype=np.int64)
     rank[np.argsort(-counts, kind="stable")] = np.arange(VOCAB_SIZE)
-    return LMCorpus(stream, train_idx, _joined(corpus.take(val_idx)), val_idx, rank)
+    return LMCorpus(stream, train_idx, _joined(corpus.take(val_idx)), val_idx, rank, n_unlabelled, dropped)
+
+
+def _unlabelled(labelled: TokenizedSplit) -> tuple[TokenizedSplit, int]:
+    """The Hub's unlabelled reviews, tokenized whole, less any whose tokens equal a labelled review's (so that
+    no validation review can enter pre-training this way either); and how many were left out."""
+    from nanogpt.data import read_unlabelled_reviews
+
+    def digests(split: TokenizedSplit) -> list[bytes]:
+        return [hashlib.sha256(split.tokens[a:b].tobytes()).digest() for a, b in zip(split.offsets, split.offsets[1:])]
+
+    extra = tokenize_texts(read_unlabelled_reviews(), None, UNTRUNCATED, "head")
+    seen = set(digests(labelled))
+    keep = np.array([d not in seen for d in digests(extra)], dtype=bool)
+    return extra.take(np.flatnonzero(keep)), int((~keep).sum())
 
 
 def window_batch(stream: np.ndarray, seed: int, step: int, batch_size: int, block_size: int) -> torch.Tensor:
@@ -306,8 +332,10 @@ def pretrain(config: PretrainConfig, resume: bool = True) -> BackboneResult:
         interval_loss, interval_n = state["interval_loss"], state["interval_n"]
     n_params = sum(p.numel() for n, p in model.gpt.named_parameters() if n.startswith("transformer."))
     if not cfg.quiet:
+        extra = (f" + {corpus.n_unlabelled} unlabelled ({corpus.unlabelled_dropped} left out as copies of labelled "
+                 "ones)") if cfg.unlabelled else ""
         print(f"pre-training {backbone_id}: {n_params / 1e6:.2f}M backbone parameters, {len(corpus.review_ids)} "
-              f"training reviews = {len(stream):,} tokens, {cfg.max_steps * cfg.batch_size * cfg.block_size:,} "
+              f"training reviews{extra} = {len(stream):,} tokens, {cfg.max_steps * cfg.batch_size * cfg.block_size:,} "
               f"tokens to read ({cfg.max_steps * cfg.batch_size * cfg.block_size / len(stream):.1f} passes), "
               f"{device.type} {precision}" + (f", resumed at step {start}" if start else ""))
 
@@ -366,7 +394,8 @@ def pretrain(config: PretrainConfig, resume: bool = True) -> BackboneResult:
     payload = {"format": BACKBONE_FORMAT, "backbone_id": backbone_id,
                "model_config": asdict(cfg.model_config()),
                "backbone_state": model.backbone_state(),
-               "data": backbone_data_record(cfg.source, cfg.split_seed, cfg.val_fraction, corpus.review_ids),
+               "data": backbone_data_record(cfg.source, cfg.split_seed, cfg.val_fraction, corpus.review_ids,
+                                            corpus.n_unlabelled),
                "pretrain_config": json.dumps(asdict(cfg), sort_keys=True), "steps": cfg.max_steps, "tokens": tokens,
                "train_seconds": seconds, "val_perplexity": last["val_perplexity"], "history": history, "row": row}
     sha = save_torch_atomic(ckpt_path, payload)

@@ -56,6 +56,32 @@ def test_no_validation_review_is_ever_read_in_pretraining():
     assert corpus.rank[np.bincount(corpus.stream).argmax()] == 0
 
 
+def test_unlabelled_reviews_join_the_stream_but_no_copy_of_a_labelled_one(monkeypatch, tmp_path):
+    """--unlabelled (the Hub's unsupervised split; here a stand-in, the tests are offline): the unlabelled reviews
+    follow the training reviews in the stream, each closed by EOT, less any that repeats a labelled review (here
+    a validation review), and the backbone gets another id."""
+    from nanogpt import data as D
+    from nanogpt.tokens import tokenize_texts
+
+    cfg = smoke(tmp_path, unlabelled=True)
+    _, labelled, _, _ = D.deduplicated_reviews(cfg.source)
+    everything = load_corpus(cfg.source, P.UNTRUNCATED, "head")["all"]
+    _, val_idx = split_indices(everything.labels, cfg.split_seed, cfg.val_fraction)
+    new = ["A brand new unlabelled review of a film nobody saw.", "Another one. <br /><br />Never seen before."]
+    monkeypatch.setattr(D, "read_unlabelled_reviews", lambda: [new[0], labelled["text"].iloc[val_idx[0]], new[1]])
+    corpus, plain = P.lm_corpus(cfg), P.lm_corpus(cfg.replace(unlabelled=False))
+    assert (corpus.n_unlabelled, corpus.unlabelled_dropped) == (2, 1)
+    extra = P._joined(tokenize_texts(new, None, P.UNTRUNCATED, "head"))
+    assert np.array_equal(corpus.stream, np.concatenate([plain.stream, extra])) and extra[-1] == EOT_TOKEN
+    assert np.array_equal(corpus.review_ids, plain.review_ids)  # the labelled reviews read are the same
+    assert cfg.backbone_id() != cfg.replace(unlabelled=False).backbone_id()
+    # without a network: one error that says what to do
+    monkeypatch.undo()
+    monkeypatch.setattr(D.datasets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(ConnectionError, match="unlabelled reviews.*Fix: pre-train without unlabelled=True"):
+        P.lm_corpus(cfg)
+
+
 def test_window_batches_depend_on_seed_and_step_only():
     stream = np.arange(1000, dtype=np.int64)
     a = P.window_batch(stream, 3, 7, 4, 16)
