@@ -49,6 +49,8 @@ from nanogpt.train import learning_rate_at
 UNTRUNCATED = 1 << 20  # the token cache's block size for whole reviews (no IMDB review comes near it)
 # PretrainConfig fields that do not change what is computed: out of the backbone id, free to differ on resume.
 LOCAL_FIELDS = ("out_dir", "cache_dir", "num_threads", "checkpoint_interval", "quiet")
+# Fields added after backbones were committed: in the id only when set otherwise, so those backbones keep theirs.
+NEUTRAL_DEFAULTS = {"unlabelled": False}
 
 
 @dataclass
@@ -127,7 +129,8 @@ class PretrainConfig:
 
     def identity(self) -> dict:
         device = resolve_device(self.device)
-        core = {k: v for k, v in asdict(self).items() if k not in LOCAL_FIELDS}
+        core = {k: v for k, v in asdict(self).items()
+                if k not in LOCAL_FIELDS and not (k in NEUTRAL_DEFAULTS and v == NEUTRAL_DEFAULTS[k])}
         core.update(device=device.type, precision=resolve_precision(self.precision, device),
                     source=data_identity(self.source))
         return core

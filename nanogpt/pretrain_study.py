@@ -272,15 +272,15 @@ def stored_backbones(results_dir: str | Path, pretrain_profile: str, overrides: 
     e.g. ('max_steps',) for a shorter or longer pre-training. The study's backbones differ in nothing."""
     import json
 
-    from nanogpt.pretrain import LOCAL_FIELDS, get_pretrain_profile
+    from nanogpt.pretrain import LOCAL_FIELDS, NEUTRAL_DEFAULTS, get_pretrain_profile
 
     path = Path(results_dir) / "backbones.csv"
     rows = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["backbone_id", "profile", "seed", "config"])
     rows = rows[rows["profile"] == pretrain_profile].sort_values(["seed", "steps"] if "steps" in rows else "seed")
     base = json.loads(json.dumps(get_pretrain_profile(pretrain_profile).replace(**(overrides or {})).__dict__))
     skip = {"seed", *LOCAL_FIELDS}
-    rows["differs"] = [tuple(k for k in base if k not in skip and json.loads(c).get(k) != base[k])
-                       for c in rows["config"]]
+    stored = [{**NEUTRAL_DEFAULTS, **json.loads(c)} for c in rows["config"]]  # rows from before a field existed
+    rows["differs"] = [tuple(k for k in base if k not in skip and c.get(k) != base[k]) for c in stored]
     return rows.reset_index(drop=True)
 
 

@@ -75,6 +75,8 @@ def test_unlabelled_reviews_join_the_stream_but_no_copy_of_a_labelled_one(monkey
     assert np.array_equal(corpus.stream, np.concatenate([plain.stream, extra])) and extra[-1] == EOT_TOKEN
     assert np.array_equal(corpus.review_ids, plain.review_ids)  # the labelled reviews read are the same
     assert cfg.backbone_id() != cfg.replace(unlabelled=False).backbone_id()
+    # off, the new field leaves the ids of the committed backbones (trained before it existed) as they were
+    assert P.get_pretrain_profile("lm-cpu").replace(precision="fp32").backbone_id() == "lm-cpu-seed0-dcc21f00"
     # without a network: one error that says what to do
     monkeypatch.undo()
     monkeypatch.setattr(D.datasets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
