@@ -77,10 +77,10 @@ def plot_budget(curve: pd.DataFrame, baseline: float, loss: str = "ce"):
     for ax, x, label in ((axes[0], curve["tokens"] / 1e6, "pre-training tokens (millions; 0 = from scratch)"),
                          (axes[1], curve["total_minutes"], "total minutes (pre-training + fine-tuning)")):
         ax.plot(x, curve["accuracy"], marker="o", ls="", color=COLORS[loss])
-        means = curve.assign(x=x).groupby("x")["accuracy"].mean()  # several backbone seeds at one budget
-        ax.plot(means.index, means.values, color=COLORS[loss], lw=1, alpha=0.7)
         ax.axhline(baseline * 100, **BASELINE, label=f"TF-IDF ({baseline * 100:.2f}%)")
         ax.set(xlabel=label, ylabel="validation accuracy (%)")
+    means = curve.groupby("tokens")["accuracy"].mean()  # several backbone seeds at one budget: their mean
+    axes[0].plot(means.index / 1e6, means.values, color=COLORS[loss], lw=1, alpha=0.7, label="mean over backbones")
     axes[0].set_title(f"{loss.upper()}, one fine-tuning seed, against the pre-training budget")
     axes[0].legend(frameon=False, fontsize=8, loc="lower right")
     fig.tight_layout()
