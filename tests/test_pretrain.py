@@ -2,8 +2,6 @@
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -202,26 +200,31 @@ def test_backbone_learning_rate_scale_reaches_the_optimiser(tmp_path):
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
 
 
-def test_pretrain_command_line(tmp_path):
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "nanogpt", "pretrain", *args], capture_output=True, text=True)
+def test_pretrain_command_line(tmp_path, capsys):
+    """In-process (the entry point itself is tested in test_cli): refusals, a backbone, fine-tuning from it."""
+    from nanogpt.__main__ import main
 
-    bad = run("--profile", "lm-smoke", "--set", "nope=1", "--out", str(tmp_path))
-    assert bad.returncode == 2 and "no such setting" in bad.stderr
-    bad = run("--profile", "lm-huge")
-    assert bad.returncode == 2 and "lm-cpu" in bad.stderr
-    ok = run("--profile", "lm-smoke", "--steps", "6", "--set", "eval_interval=3", "--quiet", "--out", str(tmp_path))
-    assert ok.returncode == 0, ok.stderr
-    out = json.loads(ok.stdout.strip().splitlines()[-1])
-    assert out["init"].startswith("lm:") and out["tokens"] == 6 * 8 * 128
-    tuned = subprocess.run([sys.executable, "-m", "nanogpt", "train", "--loss", "bce", "--profile", "smoke",
-                            "--init", out["init"], "--steps", "4", "--set", "train_limit=64", "--set", "val_limit=64",
-                            "--set", "eval_interval=4", "--quiet", "--out", str(tmp_path)], capture_output=True,
-                           text=True)
-    assert tuned.returncode == 0, tuned.stderr  # lm-smoke has the smoke classifier's shape
-    train = subprocess.run([sys.executable, "-m", "nanogpt", "train", "--loss", "ce", "--profile", "smoke",
-                            "--init", "lm:/nowhere.pt", "--out", str(tmp_path)], capture_output=True, text=True)
-    assert train.returncode == 1 and "no backbone checkpoint" in train.stderr
+    def run(*args):
+        code = main(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, _, err = run("pretrain", "--profile", "lm-smoke", "--set", "nope=1", "--out", str(tmp_path))
+    assert code == 2 and "no such setting" in err
+    code, _, err = run("pretrain", "--profile", "lm-huge")
+    assert code == 2 and "lm-cpu" in err
+    code, out, err = run("pretrain", "--profile", "lm-smoke", "--steps", "6", "--set", "eval_interval=3", "--quiet",
+                         "--out", str(tmp_path))
+    assert code == 0, err
+    made = json.loads(out.strip().splitlines()[-1])
+    assert made["init"].startswith("lm:") and made["tokens"] == 6 * 8 * 128
+    code, _, err = run("train", "--loss", "bce", "--profile", "smoke", "--init", made["init"], "--steps", "4", "--set",
+                       "train_limit=64", "--set", "val_limit=64", "--set", "eval_interval=4", "--quiet", "--out",
+                       str(tmp_path))
+    assert code == 0, err  # lm-smoke has the smoke classifier's shape
+    code, _, err = run("train", "--loss", "ce", "--profile", "smoke", "--init", "lm:/nowhere.pt", "--out",
+                       str(tmp_path))
+    assert code == 1 and "no backbone checkpoint" in err
 
 
 # ----------------------------------------------------------------------------------- the study's analysis
