@@ -136,10 +136,12 @@ def fixed_design(runs: pd.DataFrame, split_seed: int = 1337) -> pd.DataFrame:
     return runs[keep].reset_index(drop=True)
 
 
-def one_population(runs: pd.DataFrame, prefer: tuple[str, str] | None = None) -> tuple[pd.DataFrame, str]:
+def one_population(runs: pd.DataFrame, prefer: tuple[str, str] | None = None,
+                   min_per_loss: int = 2) -> tuple[pd.DataFrame, str]:
     """The rows of one (device, precision) population, and a note naming any others left out: bf16 and fp32
     runs, or CPU and GPU runs, are never pooled silently. `prefer` (e.g. what this machine trains: ("cpu",
-    "fp32")) is chosen when it has runs; otherwise the largest population."""
+    "fp32")) is chosen when it has at least `min_per_loss` runs of each loss (what a comparison needs; a
+    population still being trained may not); otherwise the largest population that has them, else the largest."""
     keys = [c for c in ("device", "precision") if c in runs.columns]
     if runs.empty or not keys:
         return runs, ""
@@ -147,16 +149,28 @@ def one_population(runs: pd.DataFrame, prefer: tuple[str, str] | None = None) ->
     if groups.ngroups == 1:
         return runs, ""
     sizes = groups.size().sort_values(ascending=False, kind="stable")
-    if prefer is not None and len(keys) == 2 and tuple(prefer) in sizes.index:
-        sizes = pd.concat([sizes.loc[[tuple(prefer)]], sizes.drop(tuple(prefer))])
-    chosen = sizes.index[0] if isinstance(sizes.index[0], tuple) else (sizes.index[0],)
+
+    def comparable(key) -> bool:
+        if "loss" not in runs.columns:
+            return True
+        counts = groups.get_group(key)["loss"].value_counts()
+        return all(counts.get(loss, 0) >= min_per_loss for loss in ("ce", "bce"))
+
+    preferred = tuple(prefer) if prefer is not None and len(keys) == 2 else None
+    if preferred in sizes.index and comparable(preferred):
+        sizes = pd.concat([sizes.loc[[preferred]], sizes.drop(preferred)])
+    chosen = next((k for k in sizes.index if comparable(k)), sizes.index[0])
+    chosen = chosen if isinstance(chosen, tuple) else (chosen,)
     mask = pd.Series(True, index=runs.index)
     for key, value in zip(keys, chosen):
         mask &= runs[key] == value
     others = ", ".join(f"{n} run(s) on {'/'.join(map(str, k if isinstance(k, tuple) else (k,)))}"
-                       for k, n in sizes.iloc[1:].items())
-    note = (f"Analysed: the {int(sizes.iloc[0])} runs on {'/'.join(map(str, chosen))}; left out, as a separate "
+                       for k, n in sizes.items() if (k if isinstance(k, tuple) else (k,)) != chosen)
+    note = (f"Analysed: the {int(mask.sum())} runs on {'/'.join(map(str, chosen))}; left out, as a separate "
             f"population: {others}.")
+    if preferred in sizes.index and preferred != chosen:
+        note += (f" This machine's own population ({'/'.join(preferred)}) has fewer than {min_per_loss} runs of "
+                 "each loss yet.")
     return runs[mask].reset_index(drop=True), note
 
 

@@ -79,6 +79,11 @@ def test_one_population_never_pools_precisions_and_prefers_this_machines():
     assert set(mine["precision"]) == {"fp32"} and len(mine) == 3 and "4 run(s) on cpu/bf16" in note
     same, note = one_population(runs[runs["precision"] == "bf16"], prefer=("cpu", "fp32"))
     assert len(same) == 4 and note == ""
+    # this machine's population still being trained (one CE run): the complete one is analysed, and it says why
+    runs = runs.assign(loss=["ce", "ce", "bce", "bce", "ce", "ce", "ce"])
+    chosen, note = one_population(runs, prefer=("cpu", "fp32"))
+    assert set(chosen["precision"]) == {"bf16"} and "fewer than 2 runs of each loss" in note
+    assert "3 run(s) on cpu/fp32" in note
 
 
 def test_notebooks_train_and_name_figures_by_design(tmp_path):
