@@ -183,8 +183,9 @@ def conclusion(report: dict, alpha: float = 0.05) -> list[str]:
     lines = []
     if min(report["n_ce"], report["n_bce"]) < MIN_RUNS_TO_JUDGE:
         return [f"Accuracy: BCE {report['mean_bce']:.2f}%, CE {report['mean_ce']:.2f}% (BCE - CE = {m['diff']:+.2f} "
-                f"points; paper {report['paper_diff']:+.2f}); spread: sd BCE {s['sd_a']:.2f}, CE {s['sd_b']:.2f} "
-                f"points ({n}).",
+                f"points; paper {report['paper_diff']:+.2f}; {n}).",
+                f"Stability: sd BCE {s['sd_a']:.2f}, CE {s['sd_b']:.2f} points; max-min BCE "
+                f"{report['spread_bce']:.2f}, CE {report['spread_ce']:.2f} points.",
                 f"Too few runs to judge either claim: fewer than {MIN_RUNS_TO_JUDGE} per loss. With so few runs a "
                 "test rests on one or two degrees of freedom; train more seeds before reading anything into these "
                 "numbers."]
