@@ -4,8 +4,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
 from conftest import tiny_config  # noqa: E402
@@ -43,6 +45,27 @@ def test_figures_of_each_profile_go_to_their_own_folder(tmp_path):
         plt.close(fig)
     assert paths == [tmp_path / "smoke" / "04_accuracy_by_loss.png", tmp_path / "cpu" / "04_accuracy_by_loss.png"]
     assert all(p.is_file() for p in paths)
+
+
+def test_a_notebook_rerun_saves_the_same_figure_bytes(tmp_path):
+    """seaborn jitters strip plots with numpy's global generator; setup() seeds it, so a rerun has no diff."""
+    from nanogpt.notebook import setup
+
+    data = pd.DataFrame({"loss": ["ce", "bce"] * 20, "accuracy": np.linspace(85, 89, 40)})
+    saved = []
+    for folder in ("a", "b"):
+        nb = setup("cpu", figures_dir=str(tmp_path / folder))
+        fig, ax = plt.subplots()
+        sns.stripplot(data=data, x="loss", y="accuracy", jitter=0.2, ax=ax)
+        saved.append(nb.save(fig, "strip.png").read_bytes())
+        plt.close(fig)
+    assert saved[0] == saved[1]
+    np.random.seed(1)  # and the seeding is what makes them equal: another draw moves the points
+    fig, ax = plt.subplots()
+    sns.stripplot(data=data, x="loss", y="accuracy", jitter=0.2, ax=ax)
+    fig.savefig(tmp_path / "other.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    assert (tmp_path / "other.png").read_bytes() != saved[0]
 
 
 def test_bad_notebook_parameters_are_named(tmp_path):
