@@ -49,8 +49,9 @@ PAIRED_ARMS = {"ce": dict(loss="ce", head_init="paired"), "bce": dict(loss="bce"
 
 def design_configs(profile: str, design: str = "fixed", seeds: list[int] | None = None, losses=LOSS_NAMES,
                    out_dir: str | Path = "results", quiet: bool = False, **overrides) -> list[TrainConfig]:
-    """The runs of a study: one config per (arm, seed) of `design` (see DESIGNS). In the paired design
-    `losses` may also name the arm 'bce-head2x'; by default it runs all three arms."""
+    """The runs of a study: one config per (arm, seed) of `design` (see DESIGNS), seed by seed (every arm of a
+    seed before the next seed), so that a study stopped at any point has as many runs of each arm, give or take
+    one. In the paired design `losses` may also name the arm 'bce-head2x'; by default it runs all three arms."""
     if design not in DESIGNS:
         raise ValueError(f"Unknown design {design!r}; use one of {DESIGNS}.")
     prof = get_profile(profile)
@@ -61,9 +62,9 @@ def design_configs(profile: str, design: str = "fixed", seeds: list[int] | None 
         unknown = [a for a in arms if a not in PAIRED_ARMS]
         if unknown:
             raise ValueError(f"Unknown arm(s) {unknown} of the paired design; use {tuple(PAIRED_ARMS)}.")
-        return [prof.make_config(seed=seed, **{**common, **PAIRED_ARMS[arm]}) for arm in arms for seed in seeds]
+        return [prof.make_config(seed=seed, **{**common, **PAIRED_ARMS[arm]}) for seed in seeds for arm in arms]
     split = (lambda seed: {"split_seed": RESPLIT_OFFSET + seed}) if design == "resplit" else (lambda seed: {})
-    return [prof.make_config(loss, seed, **{**common, **split(seed)}) for loss in losses for seed in seeds]
+    return [prof.make_config(loss, seed, **{**common, **split(seed)}) for seed in seeds for loss in losses]
 
 
 def run_study(profile: str, seeds: list[int] | None = None, losses=LOSS_NAMES, out_dir: str | Path = "results",

@@ -85,3 +85,22 @@ def test_paired_head_is_refused_for_bce():
 
     with pytest.raises(ValueError, match="paired"):
         TrainConfig(loss="bce", head_init="paired").validate()
+
+
+def test_designs_seed_each_run_and_go_seed_by_seed():
+    """Each design's runs, in the order a study trains them: every arm of a seed before the next seed (a study
+    stopped part-way stays balanced); the fixed design keeps the profile's split, the split-varied one draws
+    the split from the seed, the paired one builds CE's head from the BCE head of the same seed."""
+    from nanogpt.study import RESPLIT_OFFSET, design_configs
+
+    fixed = design_configs("smoke", "fixed", [0, 1, 2])
+    assert [(c.loss, c.seed) for c in fixed] == [(loss, s) for s in (0, 1, 2) for loss in ("ce", "bce")]
+    assert {c.split_seed for c in fixed} == {fixed[0].split_seed} and fixed[0].split_seed != RESPLIT_OFFSET
+    resplit = design_configs("smoke", "resplit", [0, 1])
+    assert [(c.loss, c.seed, c.split_seed) for c in resplit] == [
+        (loss, s, RESPLIT_OFFSET + s) for s in (0, 1) for loss in ("ce", "bce")]
+    paired = design_configs("smoke", "paired", [4, 5])
+    assert [(c.arm(), c.seed) for c in paired] == [(a, s) for s in (4, 5) for a in ("ce-paired", "bce",
+                                                                                    "bce-headlr2-headwd0.5")]
+    assert [c.head_init for c in paired if c.loss == "ce"] == ["paired", "paired"]
+    assert len({c.run_id() for c in paired}) == 6
