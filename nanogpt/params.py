@@ -39,6 +39,17 @@ def check_scheduler(scheduler) -> str | None:
     return scheduler.strip()
 
 
+def check_population(population) -> tuple[str, str] | None:
+    """None (this machine's population, where it has the runs) or 'device/precision', such as 'cpu/bf16'."""
+    if population is None:
+        return None
+    parts = population.split("/") if isinstance(population, str) else []
+    if len(parts) != 2 or not all(part.strip() for part in parts):
+        raise ParameterError(f"parameter population={population!r}: None, or 'device/precision' such as 'cpu/bf16' "
+                             "or 'cuda/bf16' (the device and precision columns of runs.csv).")
+    return parts[0].strip(), parts[1].strip()
+
+
 def check_seeds(seeds) -> list[int]:
     """Seeds as '0-4', '0,1,2', an int, or a list of ints."""
     if isinstance(seeds, bool):

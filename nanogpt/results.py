@@ -137,12 +137,19 @@ def fixed_design(runs: pd.DataFrame, split_seed: int = 1337) -> pd.DataFrame:
 
 
 def one_population(runs: pd.DataFrame, prefer: tuple[str, str] | None = None,
-                   min_per_loss: int = 2) -> tuple[pd.DataFrame, str]:
+                   min_per_loss: int = 2, choose: tuple[str, str] | None = None) -> tuple[pd.DataFrame, str]:
     """The rows of one (device, precision) population, and a note naming any others left out: bf16 and fp32
-    runs, or CPU and GPU runs, are never pooled silently. `prefer` (e.g. what this machine trains: ("cpu",
-    "fp32")) is chosen when it has at least `min_per_loss` runs of each loss (what a comparison needs; a
-    population still being trained may not); otherwise the largest population that has them, else the largest."""
+    runs, or CPU and GPU runs, are never pooled silently. `choose` (e.g. ("cpu", "bf16")) takes that population
+    whatever its size, and is a ValueError naming the populations there are when it has no runs. Else `prefer`
+    (what this machine trains, e.g. ("cpu", "fp32")) is taken when it has at least `min_per_loss` runs of each
+    loss (what a comparison needs; a population still being trained may not); otherwise the largest population
+    that has them, else the largest."""
     keys = [c for c in ("device", "precision") if c in runs.columns]
+    if choose is not None:
+        present = runs.groupby(keys).size() if len(keys) == 2 and not runs.empty else pd.Series(dtype=int)
+        if tuple(choose) not in present.index:
+            there = ", ".join(f"{'/'.join(k)} ({n} runs)" for k, n in present.items()) or "none"
+            raise ValueError(f"No runs on {'/'.join(choose)} here; the populations there are: {there}.")
     if runs.empty or not keys:
         return runs, ""
     groups = runs.groupby(keys, dropna=False)
@@ -159,7 +166,7 @@ def one_population(runs: pd.DataFrame, prefer: tuple[str, str] | None = None,
     preferred = tuple(prefer) if prefer is not None and len(keys) == 2 else None
     if preferred in sizes.index and comparable(preferred):
         sizes = pd.concat([sizes.loc[[preferred]], sizes.drop(preferred)])
-    chosen = next((k for k in sizes.index if comparable(k)), sizes.index[0])
+    chosen = tuple(choose) if choose is not None else next((k for k in sizes.index if comparable(k)), sizes.index[0])
     chosen = chosen if isinstance(chosen, tuple) else (chosen,)
     mask = pd.Series(True, index=runs.index)
     for key, value in zip(keys, chosen):
@@ -168,7 +175,7 @@ def one_population(runs: pd.DataFrame, prefer: tuple[str, str] | None = None,
                        for k, n in sizes.items() if (k if isinstance(k, tuple) else (k,)) != chosen)
     note = (f"Analysed: the {int(mask.sum())} runs on {'/'.join(map(str, chosen))}; left out, as a separate "
             f"population: {others}.")
-    if preferred in sizes.index and preferred != chosen:
+    if choose is None and preferred in sizes.index and preferred != chosen:
         note += (f" This machine's own population ({'/'.join(preferred)}) has fewer than {min_per_loss} runs of "
                  "each loss yet.")
     return runs[mask].reset_index(drop=True), note

@@ -185,9 +185,20 @@ def notebook_parameters(name: str, profile: str, seeds: list[int] | None, source
         return {**common, "seeds": seeds, "source": source, "results_dir": str(results_dir),
                 "figures_dir": str(figures_dir), "overrides": overrides, "design": design, "workers": workers,
                 "scheduler": scheduler}
-    if name.startswith("04"):
-        return {**common, "source": source, "results_dir": str(results_dir), "figures_dir": str(figures_dir)}
+    if name.startswith("04"):  # analyses the population the study trained (bf16 and fp32 runs never pool)
+        return {**common, "source": source, "results_dir": str(results_dir), "figures_dir": str(figures_dir),
+                "population": trained_population(profile, overrides)}
     return {**common, "source": source, "results_dir": str(results_dir)}
+
+
+def trained_population(profile: str, overrides: dict) -> str:
+    """'device/precision' that a study of `profile` with these overrides trains on this machine (the columns
+    runs.csv records), e.g. 'cpu/fp32' on an AVX2-only CPU or with --precision fp32."""
+    from nanogpt.runtime import resolve_device, resolve_precision
+
+    cfg = get_profile(profile).make_config(**{k: v for k, v in overrides.items() if k in ("device", "precision")})
+    device = resolve_device(cfg.device)
+    return f"{device.type}/{resolve_precision(cfg.precision, device)}"
 
 
 def run_notebooks(profile: str, seeds: list[int] | None = None, source: str = "bundled",
