@@ -132,8 +132,15 @@ def train_loss(nb: Notebook, loss: str) -> pd.DataFrame:
 
 
 def plot_learning_curves(nb: Notebook, runs: pd.DataFrame, loss: str, name: str):
-    """Training loss, validation loss and accuracy against step, one line per seed; saved as `name`."""
+    """Training loss, validation loss and accuracy against step, one line per seed; saved as `name`. Runs whose
+    folder is not here (rows of --keep none runs trained elsewhere) have no curve, and it says how many."""
     history = load_histories(nb.results_dir, runs)
+    missing = len(runs) - (history["run_id"].nunique() if len(history) else 0)
+    if missing:
+        print(f"{missing} of {len(runs)} run(s) have no learning curve here: their folders are not in "
+              f"{nb.results_dir / 'runs'} (trained elsewhere with --keep none; only their rows were committed).")
+    if history.empty:
+        return None
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for ax, column, label in zip(axes, ["train_loss", "val_loss", "val_accuracy"],
                                  ["training loss (mean over the steps since the previous point)", "validation loss",

@@ -230,12 +230,14 @@ def sync_index(out_dir: str | Path, verbose: bool = True) -> pd.DataFrame:
 
 
 def load_histories(results_dir: str | Path, runs: pd.DataFrame) -> pd.DataFrame:
-    """Learning curves of the given runs, long format, with run_id, loss and seed columns."""
+    """Learning curves of the given runs, long format, with run_id, loss, arm (the loss where the row has
+    none) and seed columns."""
     frames = []
     for _, r in runs.iterrows():
         path = RunDir(results_dir, str(r["run_id"])).history
         if path.is_file():
-            frames.append(pd.read_csv(path).assign(run_id=r["run_id"], loss=r["loss"], seed=r["seed"]))
+            arm = r["arm"] if "arm" in r and isinstance(r["arm"], str) and r["arm"] else r["loss"]
+            frames.append(pd.read_csv(path).assign(run_id=r["run_id"], loss=r["loss"], arm=arm, seed=r["seed"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -90,13 +90,16 @@ def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = F
     process is training is skipped and looked at again at the end, once that process lets go of it.
     With `workers` (a local Dask cluster) or `scheduler` (an existing one) the runs are Dask tasks instead
     (`nanogpt.cluster`); without either they train here, one after another."""
-    sync_index(out_dir, verbose=not quiet)
+    index = sync_index(out_dir, verbose=not quiet)
     done = finished_run_ids(out_dir)
     ids = [c.run_id() for c in configs]  # each id hashes the config and resolves data, device and precision
-    todo = [c for c, rid in zip(configs, ids) if rid not in done]
     _clean_finished(out_dir, [c for c, rid in zip(configs, ids) if rid in done])
+    rows_only = finished_without_folder(out_dir, index, [rid for c, rid in zip(configs, ids) if c.keep == "none"])
+    todo = [c for c, rid in zip(configs, ids) if rid not in done and rid not in rows_only]
     if not quiet:
-        print(f"{len(configs) - len(todo)} already finished, {len(todo)} to train")
+        print(f"{len(configs) - len(todo)} already finished, {len(todo)} to train"
+              + (f" ({len(rows_only)} of the finished known from runs.csv alone: trained with --keep none, no run "
+                 "folder here)" if rows_only else ""))
         if todo and not (workers or scheduler):  # it times this machine: not what Dask workers will take
             from nanogpt.estimate import describe_estimate
 
@@ -155,6 +158,17 @@ def train_unless_finished(cfg: TrainConfig, run: RunDir, write_index: bool = Tru
         return "ok", train_claimed(cfg, run, resume=True, write_index=write_index).row
     except NonFiniteLossError:
         return "failed", run.read_meta()["row"]
+
+
+def finished_without_folder(out_dir: str | Path, index: pd.DataFrame, ids: list[str]) -> set[str]:
+    """Which of `ids` (runs asked for with `--keep none`) were trained with `--keep none` too and have their
+    finished row in runs.csv but no folder here (a clone of committed results): such a run kept no weights to
+    verify, so its row is all it leaves anywhere, and it counts as finished rather than being trained again. A
+    study that asks for weights trains it again; where a folder exists, the folder decides."""
+    if index.empty or "keep" not in index.columns:
+        return set()
+    rows = index[(index["status"] == "ok") & (index["keep"] == "none") & index["run_id"].astype(str).isin(ids)]
+    return {rid for rid in rows["run_id"].astype(str) if not RunDir(out_dir, rid).path.exists()}
 
 
 def _clean_finished(out_dir: str | Path, configs: list[TrainConfig]) -> None:

@@ -34,6 +34,30 @@ def test_predictions_archive_stands_in_for_run_folders(tmp_path, tiny_run):
         load_val_predictions(nothing, runs["run_id"].iloc[0])
 
 
+def test_learning_curves_say_which_runs_have_no_folder_here(tmp_path, tiny_run, capsys):
+    """Rows of --keep none runs trained elsewhere have no history here: the curves show the runs that have one
+    and say how many do not; with none at all, no figure is drawn and that is said."""
+    import shutil
+
+    from nanogpt.notebook import plot_learning_curves, setup
+    from nanogpt.results import read_results, runs_csv
+
+    results = tiny_run["ce"].run_dir.parent.parent
+    clone = tmp_path / "clone"
+    shutil.copytree(results, clone)
+    runs = read_results(runs_csv(clone), finished_only=True).assign(arm=lambda r: r["loss"])
+    shutil.rmtree(clone / "runs" / str(runs["run_id"].iloc[1]))
+    nb = setup("smoke", results_dir=str(clone), figures_dir=str(tmp_path / "figures"))
+    fig = plot_learning_curves(nb, runs, "ce", "curves.png")
+    assert fig is not None and (tmp_path / "figures" / "smoke" / "curves.png").is_file()
+    assert "1 of 2 run(s) have no learning curve here" in capsys.readouterr().out
+    plt.close(fig)
+    shutil.rmtree(clone / "runs")
+    assert plot_learning_curves(nb, runs, "ce", "none.png") is None
+    assert "2 of 2 run(s) have no learning curve" in capsys.readouterr().out
+    assert not (tmp_path / "figures" / "smoke" / "none.png").exists()
+
+
 def test_figures_of_each_profile_go_to_their_own_folder(tmp_path):
     from nanogpt.notebook import setup
 

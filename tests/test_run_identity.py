@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -164,6 +165,32 @@ def test_keep_bounds_the_disk_and_never_changes_the_numbers(tmp_path, keep):
         assert half_p == pytest.approx(Classifier.load(full.checkpoint).predict(texts).probabilities, abs=2e-3)
     else:
         assert size == full_size
+
+
+def test_committed_rows_of_keep_none_runs_are_not_trained_again(tmp_path, capsys):
+    """A clone of committed results has runs.csv but no run folders. Runs trained with --keep none left only
+    their row anyway, so a --keep none study going on from there trains only what is missing; runs that kept
+    weights (which notebook 05 and `classify` need) are trained again when their folder is gone, and so is a
+    keep-none row when the study asks for weights."""
+    none = [tiny_config(tmp_path, max_steps=4, eval_interval=2, keep="none", seed=s) for s in (0, 1)]
+    final = [tiny_config(tmp_path, max_steps=4, eval_interval=2, keep="final", seed=s) for s in (2, 3)]
+    out = Path(none[0].out_dir)
+    run_configs([none[0], final[0]], out, quiet=True)
+    before = read_results(runs_csv(out)).set_index("run_id")
+    shutil.rmtree(out / "runs")  # what `git clone` gives: the index without the folders
+    capsys.readouterr()
+    rows = run_configs(none + final, out)
+    printed = capsys.readouterr().out
+    assert "1 already finished, 3 to train (1 of the finished known from runs.csv alone" in printed
+    trained = [line.split("] ", 1)[1] for line in printed.splitlines() if line.startswith("[")]
+    assert trained == ["ce seed 1", "ce seed 2", "ce seed 3"], printed
+    after = rows.set_index("run_id")
+    kept = none[0].run_id()
+    assert after.loc[kept, "val_accuracy"] == before.loc[kept, "val_accuracy"] and len(after) == 4
+    assert not RunDir(out, kept).path.exists()  # nothing was made up for it
+    run_configs([none[0].replace(keep="final")], out, quiet=True)  # the same run, now with its weights
+    assert RunDir(out, kept).model.is_file() and read_results(runs_csv(out)).set_index("run_id").loc[
+        kept, "val_accuracy"] == before.loc[kept, "val_accuracy"]
 
 
 # ---------------------------------------------------------------------------------------- 5. the index
