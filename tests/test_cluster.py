@@ -124,7 +124,8 @@ def test_an_external_scheduler_runs_the_study(tmp_path):
 @pytest.mark.parametrize("how", ["workers", "scheduler"])
 def test_notebooks_02_and_03_train_on_dask(tmp_path, client, how):
     """The notebooks' own sweep on a cluster, as a JupyterLab user sets it: notebook 02 starting a local cluster
-    of 2 workers (`workers = 2`), notebook 03 sent to a running scheduler (`scheduler = ADDRESS`)."""
+    of 2 workers (`workers = 2`), notebook 03 sent to a running scheduler (`scheduler = ADDRESS`) in the paired
+    design (BCE and the third arm per seed, their learning curves styled by arm)."""
     import nbformat
     import papermill as pm
     from distributed import get_task_stream
@@ -132,7 +133,8 @@ def test_notebooks_02_and_03_train_on_dask(tmp_path, client, how):
     from nanogpt.data import REPO_ROOT
 
     name, loss, parameters = (("02_train_cross_entropy", "ce", {"workers": 2}) if how == "workers" else
-                              ("03_train_binary_cross_entropy", "bce", {"scheduler": client.scheduler.address}))
+                              ("03_train_binary_cross_entropy", "bce", {"scheduler": client.scheduler.address,
+                                                                        "design": "paired"}))
     out = tmp_path / f"{name}.ipynb"
     with get_task_stream(client) as stream:  # every task the fixture's scheduler runs meanwhile
         pm.execute_notebook(str(REPO_ROOT / "notebooks" / f"{name}.ipynb"), str(out), kernel_name="python3", progress_bar=False,
@@ -142,7 +144,12 @@ def test_notebooks_02_and_03_train_on_dask(tmp_path, client, how):
                                 "overrides": {"max_steps": 20, "eval_interval": 10, "train_limit": 600,
                                               "val_limit": 200}})
     runs = read_results(runs_csv(tmp_path / "results"))
-    assert sorted(runs["seed"]) == [0, 1] and set(runs["loss"]) == {loss} and (runs["status"] == "ok").all()
+    assert set(runs["loss"]) == {loss} and (runs["status"] == "ok").all()
+    if how == "workers":
+        assert sorted(runs["seed"]) == [0, 1]
+    else:
+        assert sorted(runs["seed"]) == [0, 0, 1, 1] and set(runs["arm"]) == {"bce", "bce-headlr2-headwd0.5"}
+        assert (tmp_path / "figures" / "smoke" / "03_bce_learning_curves-paired.png").stat().st_size > 10_000
     printed = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells
                       for o in c.get("outputs", []) if o.get("output_type") == "stream")
     ran_here = {task["key"] for task in stream.data}
