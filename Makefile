@@ -48,7 +48,7 @@ powered-study: $(STAMP)
 	done
 
 # The `cpu` profile's study at 15 seeds per loss, in this machine's precision (bf16 with AVX512-BF16, about 2.2 min
-# a run; fp32 on AVX2-only CPUs, about 7.5 min a run): seed by seed, finished runs skipped, so it can be built up
+# a run; fp32 on AVX2-only CPUs, about 8 min a run): seed by seed, finished runs skipped, so it can be built up
 # over several sittings. Notebook 04 then analyses every run of that population in results/runs.csv.
 cpu-study: $(STAMP)
 	$(PY) -m nanogpt study --profile cpu --seeds 0-14 --no-notebooks --keep none $(ARGS)
