@@ -98,8 +98,8 @@ def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = F
     todo = [c for c, rid in zip(configs, ids) if rid not in done and rid not in rows_only]
     if not quiet:
         print(f"{len(configs) - len(todo)} already finished, {len(todo)} to train"
-              + (f" ({len(rows_only)} of the finished known from runs.csv alone: trained with --keep none, no run "
-                 "folder here)" if rows_only else ""))
+              + (f" ({len(rows_only)} of the finished known from runs.csv alone: no run folder here, and this "
+                 "study keeps no weights)" if rows_only else ""))
         if todo and not (workers or scheduler):  # it times this machine: not what Dask workers will take
             from nanogpt.estimate import describe_estimate
 
@@ -161,13 +161,13 @@ def train_unless_finished(cfg: TrainConfig, run: RunDir, write_index: bool = Tru
 
 
 def finished_without_folder(out_dir: str | Path, index: pd.DataFrame, ids: list[str]) -> set[str]:
-    """Which of `ids` (runs asked for with `--keep none`) were trained with `--keep none` too and have their
-    finished row in runs.csv but no folder here (a clone of committed results): such a run kept no weights to
-    verify, so its row is all it leaves anywhere, and it counts as finished rather than being trained again. A
-    study that asks for weights trains it again; where a folder exists, the folder decides."""
-    if index.empty or "keep" not in index.columns:
+    """Which of `ids` (runs asked for with `--keep none`: only their row is wanted) have their finished row in
+    runs.csv but no folder here (a clone of committed results): the row is all such a study would keep, so the
+    run counts as finished rather than being trained again. A study that asks for weights trains it again;
+    where a folder exists, the folder decides."""
+    if index.empty:
         return set()
-    rows = index[(index["status"] == "ok") & (index["keep"] == "none") & index["run_id"].astype(str).isin(ids)]
+    rows = index[(index["status"] == "ok") & index["run_id"].astype(str).isin(ids)]
     return {rid for rid in rows["run_id"].astype(str) if not RunDir(out_dir, rid).path.exists()}
 
 

@@ -168,10 +168,9 @@ def test_keep_bounds_the_disk_and_never_changes_the_numbers(tmp_path, keep):
 
 
 def test_committed_rows_of_keep_none_runs_are_not_trained_again(tmp_path, capsys):
-    """A clone of committed results has runs.csv but no run folders. Runs trained with --keep none left only
-    their row anyway, so a --keep none study going on from there trains only what is missing; runs that kept
-    weights (which notebook 05 and `classify` need) are trained again when their folder is gone, and so is a
-    keep-none row when the study asks for weights."""
+    """A clone of committed results has runs.csv but no run folders. A --keep none study wants only the rows,
+    so going on from there it trains only what is missing; a study that asks for weights (which notebook 05 and
+    `classify` need) trains again a run whose folder is gone."""
     none = [tiny_config(tmp_path, max_steps=4, eval_interval=2, keep="none", seed=s) for s in (0, 1)]
     final = [tiny_config(tmp_path, max_steps=4, eval_interval=2, keep="final", seed=s) for s in (2, 3)]
     out = Path(none[0].out_dir)
@@ -188,6 +187,12 @@ def test_committed_rows_of_keep_none_runs_are_not_trained_again(tmp_path, capsys
     kept = none[0].run_id()
     assert after.loc[kept, "val_accuracy"] == before.loc[kept, "val_accuracy"] and len(after) == 4
     assert not RunDir(out, kept).path.exists()  # nothing was made up for it
+    final_row = final[0].run_id()  # a run that kept weights, asked for again without: its row is enough
+    assert run_configs([final[0].replace(keep="none")], out, quiet=True)["run_id"].tolist() == [final_row]
+    shutil.rmtree(out / "runs")
+    capsys.readouterr()
+    run_configs([final[0].replace(keep="none")], out)
+    assert "1 already finished, 0 to train" in capsys.readouterr().out
     run_configs([none[0].replace(keep="final")], out, quiet=True)  # the same run, now with its weights
     assert RunDir(out, kept).model.is_file() and read_results(runs_csv(out)).set_index("run_id").loc[
         kept, "val_accuracy"] == before.loc[kept, "val_accuracy"]
