@@ -145,17 +145,21 @@ class TrainConfig:
         """Everything the run's numbers depend on: the config without its local fields, the data by content
         (not by path), and the device type and precision it resolves to here (bf16 and fp32 runs of one seed
         differ, so they never share an id)."""
-        from nanogpt.runtime import resolve_device, resolve_precision
-
         core = {k: v for k, v in asdict(self).items()
                 if k not in RUN_LOCAL_FIELDS and not (k in IDENTITY_NEUTRAL and v == IDENTITY_NEUTRAL[k])}
-        device = resolve_device(self.device)
-        core["device"] = device.type
-        core["precision"] = resolve_precision(self.precision, device)
+        core["device"], core["precision"] = self.population()
         core["source"] = data_identity(self.source)
         if self.init.startswith("lm:"):  # the backbone by content, not by where it lies
             core["init"] = "lm:" + self.backbone_sha256()
         return core
+
+    def population(self) -> tuple[str, str]:
+        """(device type, precision) this config resolves to on this machine, e.g. ('cpu', 'fp32') on an AVX2-only
+        CPU: the columns of runs.csv that keep bf16 and fp32 (or CPU and GPU) runs apart."""
+        from nanogpt.runtime import resolve_device, resolve_precision
+
+        device = resolve_device(self.device)
+        return device.type, resolve_precision(self.precision, device)
 
     def backbone_sha256(self) -> str:
         """The sha256 of the `lm:` backbone file (a clear error when it is missing)."""

@@ -208,11 +208,8 @@ def notebook_parameters(name: str, profile: str, seeds: list[int] | None, source
 def trained_population(profile: str, overrides: dict) -> str:
     """'device/precision' that a study of `profile` with these overrides trains on this machine (the columns
     runs.csv records), e.g. 'cpu/fp32' on an AVX2-only CPU or with --precision fp32."""
-    from nanogpt.runtime import resolve_device, resolve_precision
-
-    cfg = get_profile(profile).make_config(**{k: v for k, v in overrides.items() if k in ("device", "precision")})
-    device = resolve_device(cfg.device)
-    return f"{device.type}/{resolve_precision(cfg.precision, device)}"
+    chosen = {k: v for k, v in overrides.items() if k in ("device", "precision")}
+    return "/".join(get_profile(profile).make_config(**chosen).population())
 
 
 def run_notebooks(profile: str, seeds: list[int] | None = None, source: str = "bundled",
