@@ -181,6 +181,16 @@ def one_population(runs: pd.DataFrame, prefer: tuple[str, str] | None = None,
     return runs[mask].reset_index(drop=True), note
 
 
+def population_of(runs: pd.DataFrame) -> str:
+    """'device/precision' of rows that come from one population (e.g. 'cpu/fp32'), for the reports written from
+    them; a ValueError when they mix populations or there are none, since a report must say what produced it."""
+    pairs = sorted({f"{d}/{p}" for d, p in zip(runs.get("device", []), runs.get("precision", []))})
+    if len(pairs) != 1:
+        raise ValueError(f"expected the runs of one device/precision population, got {pairs or 'no runs'}; "
+                         "choose one with results.one_population")
+    return pairs[0]
+
+
 def folder_rows(out_dir: str | Path) -> pd.DataFrame:
     """The rows recorded in the run folders' meta.json (finished and failed runs)."""
     rows = []

@@ -138,6 +138,18 @@ def test_one_population_never_pools_precisions_and_prefers_this_machines():
         one_population(runs, choose=("cuda", "bf16"))
 
 
+def test_reports_name_the_one_population_they_come_from():
+    from nanogpt.results import one_population, population_of
+
+    runs = pd.DataFrame({"device": ["cpu", "cpu", "cuda"], "precision": ["fp32", "fp32", "bf16"]})
+    assert population_of(one_population(runs)[0]) == "cpu/fp32"
+    assert population_of(runs[runs["device"] == "cuda"]) == "cuda/bf16"
+    with pytest.raises(ValueError, match=r"one device/precision population, got \['cpu/fp32', 'cuda/bf16'\]"):
+        population_of(runs)
+    with pytest.raises(ValueError, match="no runs"):
+        population_of(runs.iloc[:0])
+
+
 @pytest.mark.parametrize("value", ["cpu", "cpu/", "/bf16", "cpu/bf16/x", 16, ""])
 def test_population_parameter_is_device_slash_precision(value):
     from nanogpt.params import ParameterError, check_population

@@ -58,7 +58,10 @@ def test_notebook_statistics_match_the_package(study):
 
     root, _ = study
     recorded = json.loads((root / "results" / "comparison-smoke.json").read_text())
-    expected = study_report(read_results(root / "results" / "runs.csv", finished_only=True), n_boot=10000)
+    runs = read_results(root / "results" / "runs.csv", finished_only=True)
+    expected = study_report(runs, n_boot=10000)
+    population = f"{runs['device'].iloc[0]}/{runs['precision'].iloc[0]}"
+    assert recorded.pop("profile") == "smoke" and recorded.pop("population") == population
     assert json.loads(json.dumps(expected)) == recorded
 
 
@@ -121,6 +124,7 @@ def test_notebook_04_tells_the_committed_powered_study(tmp_path):
     runs, _ = one_population(runs[runs["profile"] == "fast"], prefer=("cpu", "fp32"))
     assert written["verdict"] == powered_report(runs, n_boot=2000)["verdict"]
     assert written["accuracy"]["n_ce"] >= 20 and written["resplit"] is not None
+    assert written["profile"] == "fast" and written["population"] == "cpu/fp32"
 
 
 @pytest.mark.slow
