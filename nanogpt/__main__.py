@@ -258,18 +258,13 @@ def cmd_study(args) -> int:
         runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, design=args.design,
                          workers=args.workers, scheduler=args.scheduler, **overrides)
     else:
-        from nanogpt.powered import design_rows
-        from nanogpt.results import read_results
-        from nanogpt.study import run_notebooks
+        from nanogpt.study import run_notebooks, study_rows
 
         source = overrides.pop("source")
         executed = run_notebooks(prof.name, seeds, source, args.out, args.figures, args.reports,
                                  overrides=overrides, progress=not args.quiet, design=args.design,
                                  workers=args.workers, scheduler=args.scheduler)
-        runs = read_results(f"{args.out}/runs.csv", finished_only=True)
-        runs = design_rows(runs[runs["profile"] == prof.name], args.design)
-        if seeds is not None:
-            runs = runs[runs["seed"].isin(seeds)]
+        runs = study_rows(prof.name, args.design, seeds, out_dir=args.out, source=source, **overrides)
         print("\nexecuted notebooks:\n" + "\n".join(f"  {p}" for p in executed.values()))
         print(f"figures: {args.figures}/{prof.name}/")
     print()

@@ -48,7 +48,8 @@ def indicative_words(texts, labels, top: int = 15, min_count: int = 20) -> pd.Da
     """Words most indicative of each class by smoothed log-odds ratio (each review counts a word once).
 
     log-odds = log((c_pos + 1) / (N_pos - c_pos + 1)) - log((c_neg + 1) / (N_neg - c_neg + 1)), where c is the
-    number of reviews of that class containing the word and N the class size.
+    number of reviews of that class containing the word and N the class size. Equal log-odds are ordered by
+    the word, so the table (and figure) is the same in every process.
     """
     labels = np.asarray(labels)
     pos, neg = Counter(), Counter()
@@ -57,13 +58,15 @@ def indicative_words(texts, labels, top: int = 15, min_count: int = 20) -> pd.Da
         (pos if label == 1 else neg).update(words)
     n_pos, n_neg = int((labels == 1).sum()), int((labels == 0).sum())
     rows = []
-    for word in set(pos) | set(neg):
+    for word in sorted(set(pos) | set(neg)):
         cp, cn = pos[word], neg[word]
         if cp + cn < min_count:
             continue
         lo = np.log((cp + 1) / (n_pos - cp + 1)) - np.log((cn + 1) / (n_neg - cn + 1))
         rows.append({"word": word, "log_odds": lo, "positive_reviews": cp, "negative_reviews": cn})
-    df = pd.DataFrame(rows).sort_values("log_odds")
-    top_neg = df.head(top).assign(indicates="negative")
-    top_pos = df.tail(top).iloc[::-1].assign(indicates="positive")
+    # ties broken by the word: set order changes with each process's string hashing, and the figure with it
+    df = pd.DataFrame(rows)
+    top_neg = df.sort_values(["log_odds", "word"], kind="stable").head(top).assign(indicates="negative")
+    top_pos = (df.sort_values(["log_odds", "word"], ascending=[False, True], kind="stable").head(top)
+               .assign(indicates="positive"))
     return pd.concat([top_pos, top_neg], ignore_index=True)

@@ -172,6 +172,7 @@ def plot_final_accuracy(nb: Notebook, runs: pd.DataFrame, loss: str, name: str):
         label.set_visible(i % step == 0)
     nb.save(fig, name)
     means = runs.assign(accuracy=accuracy).groupby("arm")["accuracy"].agg(["mean", "size"])
-    print("; ".join(f"{arm}: mean {m:.2f}% over {n} seeds" for arm, (m, n) in means.iterrows())
+    print("; ".join(f"{arm}: mean {m:.2f}% over {n} seeds"
+                    for arm, m, n in zip(means.index, means["mean"], means["size"]))
           + f"; checkpoints in {nb.results_dir / 'runs'}")
     return fig

@@ -130,6 +130,16 @@ def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = F
     return runs[runs["run_id"].astype(str).isin(wanted)].reset_index(drop=True)
 
 
+def study_rows(profile: str, design: str = "fixed", seeds: list[int] | None = None, losses=LOSS_NAMES,
+               out_dir: str | Path = "results", **overrides) -> pd.DataFrame:
+    """The finished rows of exactly the runs this study asks for (by run id: profile, design, seeds, and the
+    device and precision they resolve to here), so that a summary never pools another population's rows of
+    the same profile and seeds (bf16 runs made elsewhere, say)."""
+    ids = {c.run_id() for c in design_configs(profile, design, seeds, losses, out_dir, quiet=True, **overrides)}
+    runs = read_results(runs_csv(out_dir), finished_only=True)
+    return runs[runs["run_id"].astype(str).isin(ids)].reset_index(drop=True)
+
+
 def _train_one(cfg: TrainConfig, quiet: bool, wait: bool = False) -> str:
     """Train one run unless another process holds it ('claimed') or has finished it meanwhile; 'ok' or
     'failed' (recorded as such) otherwise. An interrupted run continues from its last state."""

@@ -1,5 +1,11 @@
 """What a newcomer meets first: notebooks on a fresh clone, figures per profile, and honest time estimates."""
 
+import io
+import os
+import re
+import subprocess
+import sys
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -90,6 +96,19 @@ def test_a_notebook_rerun_saves_the_same_figure_bytes(tmp_path):
     fig.savefig(tmp_path / "other.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     assert (tmp_path / "other.png").read_bytes() != saved[0]
+
+
+def test_indicative_words_are_the_same_in_every_process():
+    """Notebook 01's word table (and figure) once changed between identical runs: words of equal log-odds came
+    in set order, which each process's string hashing shuffles. Ties are now ordered by the word."""
+    code = ("from nanogpt.explore import indicative_words as f\n"
+            "texts = ['alpha beta gamma delta epsilon'] * 30 + ['zeta eta theta iota kappa'] * 30\n"
+            "print(f(texts, [1] * 30 + [0] * 30, top=4, min_count=5).to_csv())")
+    tables = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(2)}
+    assert len(tables) == 1, tables
+    words = pd.read_csv(io.StringIO(tables.pop()))["word"].tolist()
+    assert words == ["alpha", "beta", "delta", "epsilon", "eta", "iota", "kappa", "theta"]
 
 
 def test_bad_notebook_parameters_are_named(tmp_path):
@@ -198,8 +217,8 @@ def test_every_committed_population_gets_a_verdict_on_both_claims():
     assert ("fast", "cpu", "fp32") in seen and ("cpu", "cpu", "bf16") in seen, seen
 
 
-def test_notebooks_train_and_name_figures_by_design(tmp_path):
-    from nanogpt.notebook import setup, train_loss
+def test_notebooks_train_and_name_figures_by_design(tmp_path, capsys):
+    from nanogpt.notebook import plot_final_accuracy, setup, train_loss
     from nanogpt.params import ParameterError
     from nanogpt.study import notebook_parameters
 
@@ -211,6 +230,11 @@ def test_notebooks_train_and_name_figures_by_design(tmp_path):
                overrides=tiny, design="paired")
     runs = train_loss(nb, "bce")  # the paired design's BCE notebook trains BCE and the third arm
     assert sorted(runs["arm"].unique()) == ["bce", "bce-headlr2-headwd0.5"] and len(runs) == 4
+    capsys.readouterr()
+    plt.close(plot_final_accuracy(nb, runs, "bce", "03_bce_final_accuracy.png"))
+    said = capsys.readouterr().out
+    each = r"mean \d+\.\d\d% over 2 seeds"  # counts of seeds, not floats ("over 2.0 seeds")
+    assert re.search(rf"bce: {each}; bce-headlr2-headwd0.5: {each}", said), said
     fig, _ = plt.subplots()
     assert nb.save(fig, "03_bce_final_accuracy.png") == tmp_path / "f" / "smoke" / "03_bce_final_accuracy-paired.png"
     plt.close(fig)

@@ -17,9 +17,9 @@ from conftest import tiny_config
 from nanogpt.__main__ import main
 from nanogpt.checkpoints import CheckpointError
 from nanogpt.data import DataValidationError, load_imdb
-from nanogpt.results import read_results, runs_csv
+from nanogpt.results import read_results, runs_csv, upsert_result_row
 from nanogpt.rundir import RunDir, finished_run_ids
-from nanogpt.study import run_configs
+from nanogpt.study import run_configs, run_study, study_rows
 from nanogpt.train import train
 
 RESUMABLE = dict(train_limit=256, val_limit=64, batch_size=8, max_steps=16, eval_interval=8, checkpoint_interval=4)
@@ -196,6 +196,21 @@ def test_committed_rows_of_keep_none_runs_are_not_trained_again(tmp_path, capsys
     run_configs([none[0].replace(keep="final")], out, quiet=True)  # the same run, now with its weights
     assert RunDir(out, kept).model.is_file() and read_results(runs_csv(out)).set_index("run_id").loc[
         kept, "val_accuracy"] == before.loc[kept, "val_accuracy"]
+
+
+def test_a_study_reports_its_own_runs_only(tmp_path):
+    """The study's closing table (after the notebooks) is made of the runs it asked for: rows of the same
+    profile and seed from another precision (a bf16 machine's, committed beside this machine's fp32 ones) or of
+    other seeds are not pooled in; it once printed 15 fp32 + 5 bf16 runs of `cpu` as one sample of 20."""
+    over = dict(TINY, train_limit=256, val_limit=64, precision="fp32", keep="none")
+    mine = run_study("smoke", seeds=[0], out_dir=tmp_path, quiet=True, **over)
+    assert len(mine) == 2 and set(mine["precision"]) == {"fp32"}
+    for i, (precision, seed) in enumerate([("bf16", 0), ("fp32", 5)]):
+        other = mine.iloc[0].to_dict() | {"run_id": f"elsewhere-{i}", "precision": precision, "seed": seed}
+        upsert_result_row(runs_csv(tmp_path), other)
+    assert len(read_results(runs_csv(tmp_path))) == 4
+    rows = study_rows("smoke", "fixed", [0], out_dir=tmp_path, **over)
+    assert sorted(rows["run_id"]) == sorted(mine["run_id"])
 
 
 # ---------------------------------------------------------------------------------------- 5. the index
