@@ -49,9 +49,10 @@ powered-study: $(STAMP)
 
 # The `cpu` profile's study at 15 seeds per loss, in this machine's precision (bf16 with AVX512-BF16, about 2.2 min
 # a run; fp32 on AVX2-only CPUs, about 8 min a run): seed by seed, finished runs skipped, so it can be built up
-# over several sittings. Notebook 04 then analyses every run of that population in results/runs.csv.
+# over several sittings. Then the notebooks on that population (all 30 runs found finished: about a minute).
 cpu-study: $(STAMP)
 	$(PY) -m nanogpt study --profile cpu --seeds 0-14 --no-notebooks --keep none $(ARGS)
+	$(PY) -m nanogpt study --profile cpu --seeds 0-14 --keep none $(ARGS)
 
 # The pre-training study (notebook 06): backbones of profile lm-cpu (seeds 0-2, ~27 min each on 2 AVX2 cores),
 # CE and BCE from scratch and from backbone 0 (profile ft, seeds 0-4), CE seed 0 from the other backbones.
