@@ -33,16 +33,6 @@ def with_design(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
-def design_rows(runs: pd.DataFrame, design: str) -> pd.DataFrame:
-    """The rows a study of `design` (study.DESIGNS) trains: fixed, the plain CE and BCE arms on the fixed
-    split; resplit, the split-varied rows; paired, the fixed split's paired arms and plain BCE."""
-    runs = with_design(runs)
-    if design == "resplit":
-        return runs[runs["design"] == "resplit"]
-    on_fixed = runs[runs["design"] == "fixed"]
-    return on_fixed[on_fixed["arm"] == on_fixed["loss"]] if design == "fixed" else on_fixed[on_fixed["arm"] != "ce"]
-
-
 def accuracies(runs: pd.DataFrame, design: str, arm: str) -> pd.Series:
     """Validation accuracy in points of one design and arm, indexed by seed (sorted)."""
     rows = runs[(runs["design"] == design) & (runs["arm"] == arm)]
