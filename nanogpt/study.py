@@ -125,9 +125,13 @@ def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = F
     if failed and not quiet:
         print(f"{len(failed)} run(s) failed and are recorded with status 'failed': "
               + ", ".join(c.run_id() for c in failed))
+    return finished_rows(out_dir, ids)
+
+
+def finished_rows(out_dir: str | Path, ids) -> pd.DataFrame:
+    """The finished rows of runs.csv whose run id is one of `ids`."""
     runs = read_results(runs_csv(out_dir), finished_only=True)
-    wanted = set(ids)
-    return runs[runs["run_id"].astype(str).isin(wanted)].reset_index(drop=True)
+    return runs[runs["run_id"].astype(str).isin(set(ids))].reset_index(drop=True)
 
 
 def study_rows(profile: str, design: str = "fixed", seeds: list[int] | None = None, losses=LOSS_NAMES,
@@ -135,9 +139,8 @@ def study_rows(profile: str, design: str = "fixed", seeds: list[int] | None = No
     """The finished rows of exactly the runs this study asks for (by run id: profile, design, seeds, and the
     device and precision they resolve to here), so that a summary never pools another population's rows of
     the same profile and seeds (bf16 runs made elsewhere, say)."""
-    ids = {c.run_id() for c in design_configs(profile, design, seeds, losses, out_dir, quiet=True, **overrides)}
-    runs = read_results(runs_csv(out_dir), finished_only=True)
-    return runs[runs["run_id"].astype(str).isin(ids)].reset_index(drop=True)
+    configs = design_configs(profile, design, seeds, losses, out_dir, quiet=True, **overrides)
+    return finished_rows(out_dir, [c.run_id() for c in configs])
 
 
 def _train_one(cfg: TrainConfig, quiet: bool, wait: bool = False) -> str:
