@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: study test test-fast setup browser clean-cache powered-study cpu-study pretraining-study gpu-check
+.PHONY: study test test-fast setup browser clean-cache powered-study replication-study cpu-study pretraining-study gpu-check
 
 setup: $(STAMP)
 
@@ -46,6 +46,13 @@ powered-study: $(STAMP)
 	  $(PY) -m nanogpt study $(POWERED) --design paired --losses ce,bce-head2x --seeds $$lo-$$hi && \
 	  $(PY) -m nanogpt study $(POWERED) --design resplit --seeds $$r-$$((r + 5)) || exit 1; \
 	done
+
+# The stability replication (results/analysis-plan-2.json, committed before its first run): 100 fresh seeds per
+# loss of the fixed design, profile fast (about 25 s a run on 2 cores), seed by seed; each run's row and
+# predictions land in runs.csv and val-predictions-fast.npz as it finishes. Finished runs are skipped: run it again
+# to go on.
+replication-study: $(STAMP)
+	$(PY) -m nanogpt study --profile fast --design fixed --seeds 100-199 --no-notebooks --keep none
 
 # The `cpu` profile's study at 15 seeds per loss, in this machine's precision (bf16 with AVX512-BF16, about 2.2 min
 # a run; fp32 on AVX2-only CPUs, about 8 min a run): seed by seed, finished runs skipped, so it can be built up

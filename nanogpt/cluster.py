@@ -18,7 +18,7 @@ from dataclasses import asdict
 from tqdm.auto import tqdm
 
 from nanogpt.config import TrainConfig
-from nanogpt.results import runs_csv, upsert_result_row
+from nanogpt.results import archive_finished_run, runs_csv, upsert_result_row
 
 CONNECT_TIMEOUT_S = 15  # an address that does not answer: one clear line after this, never a hang
 
@@ -130,6 +130,7 @@ def run_on_cluster(client, configs: list[TrainConfig], out_dir, quiet: bool = Fa
                 bar.update(1)
                 continue
             upsert_result_row(runs_csv(out_dir), row)
+            archive_finished_run(out_dir, row)
             if row.get("status") == "ok":
                 accuracy.setdefault(cfg.arm(), []).append(float(row["val_accuracy"]))
             else:

@@ -17,7 +17,7 @@ import seaborn as sns
 from nanogpt import params as P
 from nanogpt.data import REPO_ROOT
 from nanogpt.profiles import get_profile
-from nanogpt.results import load_histories
+from nanogpt.results import load_histories, population_of, population_tag
 from nanogpt.rundir import RunDir
 
 PALETTE = {"negative": "#c0504d", "positive": "#4f81bd"}
@@ -42,15 +42,22 @@ class Notebook:
     design: str = "fixed"
     workers: int | None = None  # a local Dask cluster of this many workers; None: train in this process
     scheduler: str | None = None  # or the address of a running Dask scheduler
+    population: str | None = None  # 'device/precision' of the runs the figures show, once the notebook knows it
+
+    @property
+    def tag(self) -> str:
+        """What the figures and reports are filed under: the profile, plus the population where it is not
+        cpu/fp32 ('cpu-bf16'; see results.population_tag)."""
+        return population_tag(self.profile, self.population)
 
     def save(self, fig, name: str) -> Path:
-        """Save a figure as figures_dir/<profile>/name (and say where), with the design in the name when it is
-        not the fixed one: studies of different profiles or designs never overwrite each other's figures."""
+        """Save a figure as figures_dir/<tag>/name (and say where), with the design in the name when it is not
+        the fixed one: studies of different profiles, populations or designs never overwrite each other's."""
         if self.figures_dir is None:
             raise P.ParameterError("this notebook was set up without figures_dir; pass it to setup().")
         if self.design != "fixed":
             name = f"{Path(name).stem}-{self.design}{Path(name).suffix}"
-        path = self.figures_dir / self.profile / name
+        path = self.figures_dir / self.tag / name
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120, bbox_inches="tight")
         print(f"figure -> {path}")
@@ -125,6 +132,8 @@ def train_loss(nb: Notebook, loss: str) -> pd.DataFrame:
 
     runs = run_study(nb.profile, nb.seeds, losses=DESIGN_ARMS[nb.design][loss], out_dir=nb.results_dir,
                      source=nb.source, design=nb.design, workers=nb.workers, scheduler=nb.scheduler, **nb.overrides)
+    if len(runs):
+        nb.population = population_of(runs)  # its figures go under the population it trained
     runs["checkpoint"] = [str(RunDir(nb.results_dir, r).model) for r in runs["run_id"]]
     runs["arm"] = runs["arm"].fillna(runs["loss"])
     return runs[["seed", "arm", "val_accuracy", "val_loss", "roc_auc", "ece", "train_seconds", "tokens_per_second",

@@ -43,6 +43,7 @@ def result_row(cfg, run_id: str, n_train: int, n_val: int, device: str, precisio
     import torch
 
     from nanogpt.data import source_fingerprint
+    from nanogpt.runtime import processor_of
 
     row = {"run_id": run_id, "status": status, "loss": cfg.loss, "arm": cfg.arm(), "seed": cfg.seed,
            "profile": cfg.profile,
@@ -51,7 +52,8 @@ def result_row(cfg, run_id: str, n_train: int, n_val: int, device: str, precisio
            "f1": float("nan"), "steps": cfg.max_steps, "train_seconds": float("nan"),
            "tokens_per_second": float("nan"), "device": device, "precision": precision,
            "torch_version": torch.__version__, "config": json.dumps(asdict(cfg), sort_keys=True), "error": "",
-           "data": source_fingerprint(cfg.source), "keep": cfg.keep, "model_sha256": "", "init": init_label(cfg)}
+           "data": source_fingerprint(cfg.source), "keep": cfg.keep, "model_sha256": "", "init": init_label(cfg),
+           **processor_of(device)}
     row.update(numbers)
     return row
 
@@ -68,15 +70,73 @@ def _write_rows(csv_path: Path, rows: pd.DataFrame) -> Path:
     return atomic_write_csv(csv_path, rows)
 
 
+class ForeignRowError(ResultsIndexError):
+    """A finished row of this run id, trained on another processor (or on one no row recorded), is in the index:
+    a run from here would give other numbers under the same id, so it never replaces that row silently."""
+
+
+PROCESSOR_FIELDS = ("processor", "isa")
+
+
+def processor_key(row) -> tuple[str, str]:
+    """(processor, isa) of a row; ('', '') for rows from before the processor was recorded."""
+    return tuple("" if pd.isna(v := row.get(f, "")) else str(v) for f in PROCESSOR_FIELDS)
+
+
+def describe_processor(key: tuple[str, str]) -> str:
+    return f"{key[0]} [{key[1]}]" if any(key) else "an unrecorded processor (rows from before 2026-12)"
+
+
+def foreign_finished_row(old: pd.DataFrame, row: dict, key: str = "run_id") -> dict | None:
+    """The finished row of `old` with `row`'s key that came from another processor than `row`, if any."""
+    if old.empty or key not in old.columns:
+        return None
+    same = old[old[key].astype(str) == str(row[key])]
+    if "status" in same.columns:
+        same = same[same["status"].fillna("ok") == "ok"]
+    for _, prior in same.iterrows():
+        if processor_key(prior) != processor_key(row):
+            return prior.to_dict()
+    return None
+
+
+def _foreign_error(csv_path: Path, prior: dict, row: dict, key: str = "run_id") -> ForeignRowError:
+    return ForeignRowError(
+        f"{csv_path}: run {row[key]} is already finished there, trained on {describe_processor(processor_key(prior))};"
+        f" here it runs on {describe_processor(processor_key(row))}, where its numbers differ (runs are "
+        "bit-identical on one processor only), so that row is never replaced. To train it here, use another "
+        "results folder (--out).")
+
+
+def refuse_foreign(csv_path: str | Path, run_id: str, device_type: str) -> None:
+    """Before training `run_id` into this index: a ForeignRowError if it holds the run finished on another
+    processor (the row this run would end by replacing), so no training time is spent on a row that cannot land."""
+    from nanogpt.runtime import processor_of
+
+    csv_path = Path(csv_path)
+    try:
+        old = read_results(csv_path)
+    except ResultsIndexError:
+        return  # the write at the end rebuilds it and checks again
+    row = {"run_id": run_id, **processor_of(device_type)}
+    prior = foreign_finished_row(old, row)
+    if prior is not None:
+        raise _foreign_error(csv_path, prior, row)
+
+
 def upsert_result_row(csv_path: str | Path, row: dict, key: str = "run_id") -> Path:
     """Add a row to a results CSV, replacing any earlier row with the same key, under a lock. An unreadable
-    index is rebuilt from the run folders first (see sync_index)."""
+    index is rebuilt from the run folders first (see sync_index). A finished row from another processor is never
+    replaced: that is a ForeignRowError naming both processors (train such a run into another results folder)."""
     csv_path = Path(csv_path)
     with locked(csv_path):
         try:
             old = read_results(csv_path)
         except ResultsIndexError:
             old = _rebuilt(csv_path)
+        prior = foreign_finished_row(old, row, key) if PROCESSOR_FIELDS[0] in row else None
+        if prior is not None:
+            raise _foreign_error(csv_path, prior, row, key)
         new = pd.DataFrame([row])
         if len(old):
             old = old[old[key].astype(str) != str(row[key])]
@@ -191,6 +251,16 @@ def population_of(runs: pd.DataFrame) -> str:
     return pairs[0]
 
 
+def population_tag(profile: str, population: str | None) -> str:
+    """The name a population's reports and figures go under: the profile for its cpu/fp32 runs, else the profile
+    with what differs ('cpu-bf16', 'paper-cuda-bf16'), so that a study of one population never overwrites
+    another's `figures/<tag>/`, `comparison-<tag>.json` or `powered-<tag>.json`."""
+    if not population:
+        return profile
+    device, _, precision = population.partition("/")
+    return "-".join([profile] + [device] * (device != "cpu") + [precision] * (precision not in ("fp32", "")))
+
+
 def folder_rows(out_dir: str | Path) -> pd.DataFrame:
     """The rows recorded in the run folders' meta.json (finished and failed runs)."""
     rows = []
@@ -257,22 +327,61 @@ def predictions_archive(results_dir: str | Path, profile: str) -> Path:
     return Path(results_dir) / f"val-predictions-{profile}.npz"
 
 
+def _archive_arrays(predictions: dict[str, pd.DataFrame]) -> dict:
+    import numpy as np
+
+    arrays = {}
+    for run_id, df in predictions.items():
+        arrays[f"p__{run_id}"] = df["positive_probability"].to_numpy(np.float16)
+        arrays[f"y__{run_id}"] = df["label"].to_numpy(np.int8)
+    return arrays
+
+
+def archived_run_ids(path: str | Path) -> set[str]:
+    """The run ids an archive holds (empty when there is none)."""
+    import numpy as np
+
+    if not Path(path).is_file():
+        return set()
+    with np.load(path, allow_pickle=False) as z:
+        return {name[3:] for name in z.files if name.startswith("p__")}
+
+
 def archive_val_predictions(results_dir: str | Path, profile: str, predictions: dict[str, pd.DataFrame]) -> Path:
-    """Write the archive: per run, P(positive) in float16 (1e-3 precise, enough for calibration plots) and the
-    labels as int8."""
+    """Add or update these runs' entries in the archive, keeping every other run's: per run, P(positive) in
+    float16 (1e-3 precise, enough for calibration plots and churn) and the labels as int8. Under a lock and
+    atomic, so concurrent studies and a crash never lose an entry. For `--keep none` runs the archive is the
+    only copy of their predictions: nothing here ever drops one."""
     import io
 
     import numpy as np
 
     from nanogpt.artifacts import atomic_write_bytes
 
-    arrays = {}
-    for run_id, df in sorted(predictions.items()):
-        arrays[f"p__{run_id}"] = df["positive_probability"].to_numpy(np.float16)
-        arrays[f"y__{run_id}"] = df["label"].to_numpy(np.int8)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return atomic_write_bytes(predictions_archive(results_dir, profile), buf.getvalue())
+    path = predictions_archive(results_dir, profile)
+    with locked(path):
+        arrays = {}
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    arrays = {name: z[name] for name in z.files}
+            except (OSError, ValueError) as exc:
+                raise ResultsIndexError(f"{path} is not a readable predictions archive ({exc}); it is left as it "
+                                        "is. Restore it from git (git checkout -- <file>) and run again.") from exc
+        arrays.update(_archive_arrays(predictions))
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **dict(sorted(arrays.items())))
+        return atomic_write_bytes(path, buf.getvalue())
+
+
+def archive_finished_run(results_dir: str | Path, row: dict) -> Path | None:
+    """Put one finished run's validation predictions (from its folder) into its profile's archive, as soon as
+    it finishes, so that `--keep none` runs never depend on their folder surviving. None when the folder has
+    none (a failed run)."""
+    run = RunDir(results_dir, str(row["run_id"]))
+    if row.get("status", "ok") != "ok" or not run.val_predictions.is_file():
+        return None
+    return archive_val_predictions(results_dir, str(row["profile"]), {run.run_id: pd.read_csv(run.val_predictions)})
 
 
 def _from_archive(results_dir: str | Path, run_id: str) -> pd.DataFrame | None:

@@ -95,11 +95,16 @@ def run_configs(configs: list[TrainConfig], out_dir: str | Path, quiet: bool = F
     ids = [c.run_id() for c in configs]  # each id hashes the config and resolves data, device and precision
     _clean_finished(out_dir, [c for c, rid in zip(configs, ids) if rid in done])
     rows_only = finished_without_folder(out_dir, index, [rid for c, rid in zip(configs, ids) if c.keep == "none"])
+    elsewhere = finished_elsewhere(out_dir, index, [(c, rid) for c, rid in zip(configs, ids) if rid not in done])
+    rows_only |= set(elsewhere)
     todo = [c for c, rid in zip(configs, ids) if rid not in done and rid not in rows_only]
     if not quiet:
         print(f"{len(configs) - len(todo)} already finished, {len(todo)} to train"
-              + (f" ({len(rows_only)} of the finished known from runs.csv alone: no run folder here, and this "
-                 "study keeps no weights)" if rows_only else ""))
+              + (f" ({len(rows_only)} of the finished known from runs.csv alone: no run folder here"
+                 + (", and this study keeps no weights)" if len(rows_only) > len(elsewhere) else ")")
+                 if rows_only else ""))
+        if elsewhere:
+            print(describe_elsewhere(elsewhere))
         if todo and not (workers or scheduler):  # it times this machine: not what Dask workers will take
             from nanogpt.estimate import describe_estimate
 
@@ -182,6 +187,43 @@ def finished_without_folder(out_dir: str | Path, index: pd.DataFrame, ids: list[
         return set()
     rows = index[(index["status"] == "ok") & index["run_id"].astype(str).isin(ids)]
     return {rid for rid in rows["run_id"].astype(str) if not RunDir(out_dir, rid).path.exists()}
+
+
+def finished_elsewhere(out_dir: str | Path, index: pd.DataFrame, pending: list) -> dict[str, tuple[str, str]]:
+    """Of `pending` (config, run id) pairs not finished in a folder here: those whose finished row in runs.csv
+    was trained on another processor (or on one no row recorded), as {run id: (processor, isa) of that row}. They
+    count as finished, whatever the study keeps: training them here would give other numbers under the same id
+    (runs are bit-identical on one processor only) and replace a committed row, so they are never trained
+    again silently. A study that wants them from this processor trains into another results folder."""
+    from nanogpt.results import foreign_finished_row, processor_key
+    from nanogpt.runtime import processor_of
+
+    if index.empty or not pending:
+        return {}
+    here = {}
+    out = {}
+    for cfg, rid in pending:
+        device = cfg.population()[0]
+        here.setdefault(device, processor_of(device))
+        prior = foreign_finished_row(index, {"run_id": rid, **here[device]})
+        if prior is not None:
+            out[rid] = processor_key(prior)
+    return out
+
+
+def describe_elsewhere(elsewhere: dict[str, tuple[str, str]]) -> str:
+    """One paragraph: how many finished runs came from which other processor, and what that means."""
+    from collections import Counter
+
+    from nanogpt.results import describe_processor
+    from nanogpt.runtime import processor_of
+
+    here = describe_processor(tuple(processor_of().values()))
+    counts = ", ".join(f"{n} on {describe_processor(k)}" for k, n in Counter(elsewhere.values()).most_common())
+    return (f"{len(elsewhere)} of the finished runs were trained on another processor than this one ({here}): "
+            f"{counts}. They count as finished and their rows are kept as they are; retrained here the same run "
+            "ids would give other numbers (runs are bit-identical on one processor only). To train them on this "
+            "processor, give the study another results folder (--out).")
 
 
 def _clean_finished(out_dir: str | Path, configs: list[TrainConfig]) -> None:

@@ -29,7 +29,7 @@ from nanogpt.evaluate import evaluate
 from nanogpt.losses import get_criterion
 from nanogpt.metrics import classification_metrics
 from nanogpt.model import GPTClassifier
-from nanogpt.results import result_row, runs_csv, upsert_result_row
+from nanogpt.results import archive_finished_run, refuse_foreign, result_row, runs_csv, upsert_result_row
 from nanogpt.rundir import RunDir
 from nanogpt.runtime import autocast, environment, prepare_device, resolve_device, resolve_precision, use_compile
 
@@ -130,6 +130,8 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
     criterion = get_criterion(cfg.loss)
     run_id = run.run_id
     index = runs_csv(cfg.out_dir)
+    if write_index:
+        refuse_foreign(index, run_id, device.type)
 
     train_split, val_split = load_splits(cfg, verbose=not cfg.quiet)
     check_batch_fits(len(train_split), cfg)
@@ -257,6 +259,7 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
                    tokens_per_second=tps)
     if write_index:
         upsert_result_row(index, row)
+        archive_finished_run(cfg.out_dir, row)  # with --keep none the archive is its predictions' lasting copy
     run.clean_stale(finished=True, keep=cfg.keep)  # the resumable state and any temporary files
     if not cfg.quiet:
         print(f"run {run_id}: val accuracy {metrics['accuracy']:.4f}, val loss {val_loss:.4f}, "

@@ -24,3 +24,12 @@ def tiny_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("tiny")
     return {loss: train(tiny_config(tmp, loss=loss)) for loss in ("ce", "bce")}
+
+
+def figures_tag(profile: str) -> str:
+    """The folder (and report suffix) a study of `profile` on this machine files its figures under: the
+    profile, plus the population where it is not cpu/fp32 (smoke runs in bf16 on a CPU with AVX512-BF16)."""
+    from nanogpt.results import population_tag
+    from nanogpt.study import trained_population
+
+    return population_tag(profile, trained_population(profile, {}))

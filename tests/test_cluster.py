@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import tiny_config
+from conftest import figures_tag, tiny_config
 from nanogpt import cluster as C
 from nanogpt.__main__ import main
 from nanogpt.results import read_results, runs_csv
@@ -149,7 +149,7 @@ def test_notebooks_02_and_03_train_on_dask(tmp_path, client, how):
         assert sorted(runs["seed"]) == [0, 1]
     else:
         assert sorted(runs["seed"]) == [0, 0, 1, 1] and set(runs["arm"]) == {"bce", "bce-headlr2-headwd0.5"}
-        assert (tmp_path / "figures" / "smoke" / "03_bce_learning_curves-paired.png").stat().st_size > 10_000
+        assert (tmp_path / "figures" / figures_tag("smoke") / "03_bce_learning_curves-paired.png").stat().st_size > 10_000
     printed = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells
                       for o in c.get("outputs", []) if o.get("output_type") == "stream")
     ran_here = {task["key"] for task in stream.data}

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
-from conftest import tiny_config  # noqa: E402
+from conftest import figures_tag, tiny_config  # noqa: E402
 
 
 def test_predictions_archive_stands_in_for_run_folders(tmp_path, tiny_run):
@@ -236,7 +236,7 @@ def test_notebooks_train_and_name_figures_by_design(tmp_path, capsys):
     each = r"mean \d+\.\d\d% over 2 seeds"  # counts of seeds, not floats ("over 2.0 seeds")
     assert re.search(rf"bce: {each}; bce-headlr2-headwd0.5: {each}", said), said
     fig, _ = plt.subplots()
-    assert nb.save(fig, "03_bce_final_accuracy.png") == tmp_path / "f" / "smoke" / "03_bce_final_accuracy-paired.png"
+    assert nb.save(fig, "03_bce_final_accuracy.png") == tmp_path / "f" / figures_tag("smoke") / "03_bce_final_accuracy-paired.png"
     plt.close(fig)
     nb.design = "resplit"
     from nanogpt.results import read_results, runs_csv

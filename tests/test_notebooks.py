@@ -8,6 +8,7 @@ import nbformat
 import pandas as pd
 import pytest
 
+from conftest import figures_tag
 from nanogpt.study import NOTEBOOKS, PRETRAINING_NOTEBOOK, NotebookFailed, run_notebooks
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -40,7 +41,8 @@ def study(tmp_path_factory):
 def test_study_writes_figures_results_and_reports(study):
     root, stdout = study
     for name in FIGURES:
-        path = root / "figures" / "smoke" / name  # figures of each profile in a folder of their own
+        # figures of each profile in a folder of their own; the runs' figures under their population's
+        path = root / "figures" / ("smoke" if name.startswith("01") else figures_tag("smoke")) / name
         assert path.is_file() and path.stat().st_size > 10_000, name
     for name in NOTEBOOKS:
         assert (root / "reports" / f"{name}.ipynb").is_file()
@@ -57,7 +59,7 @@ def test_notebook_statistics_match_the_package(study):
     from nanogpt.stats import study_report
 
     root, _ = study
-    recorded = json.loads((root / "results" / "comparison-smoke.json").read_text())
+    recorded = json.loads((root / "results" / f"comparison-{figures_tag('smoke')}.json").read_text())
     runs = read_results(root / "results" / "runs.csv", finished_only=True)
     expected = study_report(runs, n_boot=10000)
     population = f"{runs['device'].iloc[0]}/{runs['precision'].iloc[0]}"
