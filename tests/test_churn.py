@@ -160,7 +160,7 @@ def test_plan2_report_decides_on_the_replication_sample_alone(tmp_path):
     assert report["samples"]["pilot"]["processors"][0]["processor"].startswith("an unrecorded processor")
     assert report["samples"]["replication"]["seeds"] == [100, 109]
     assert set(report["processor"]) == {"ce", "bce"} and report["pilot"]["n_ce"] == 10
-    assert report["verdict"][0].startswith("Stability (plan 2, prediction churn): ")
+    assert report["verdict"][0].startswith("Stability (plan 2, prediction churn), interim at 10 of 100 seeds")
     assert any(line.startswith("Processor (replication on AMD EPYC") for line in report["verdict"])
     assert len(report["reviews"]["ensemble"]["ce"]) == 10 and len(report["reviews"]["by_length"]["bce"]) == 5
     assert pd.DataFrame(report["paper_observation"])["n"].tolist() == list(range(3, 21))
