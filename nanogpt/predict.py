@@ -5,6 +5,7 @@ or the data stack (pandas, datasets, scikit-learn), so a service starts fast.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +38,16 @@ class Predictions:
 
 
 def check_texts(texts) -> list[str]:
-    """A list of non-empty review strings, or a clear TypeError/ValueError naming the bad element."""
+    """A list of non-empty review strings, or a clear TypeError/ValueError naming the bad element. Takes one
+    review, or any ordered collection of them: a list or tuple, a pandas Series, a numpy array of strings, a
+    `datasets` Column, a generator. Unordered or keyed containers (a set, a dict) are refused: the answers come
+    back in the order of the texts."""
     if isinstance(texts, str):
         texts = [texts]
-    elif texts is None or not isinstance(texts, (list, tuple)):
-        raise TypeError(f"Expected a review (str) or a list of reviews, got {type(texts).__name__}.")
+    elif texts is None or isinstance(texts, (bytes, bytearray, Mapping, AbstractSet)) or not isinstance(texts, Iterable):
+        raise TypeError(f"Expected a review (str) or a sequence of reviews (list, tuple, pandas Series, numpy array, "
+                        f"datasets Column), got {type(texts).__name__}.")
+    texts = list(texts)
     if len(texts) == 0:
         raise ValueError("No reviews given: pass at least one review text.")
     clean = []
@@ -87,7 +93,8 @@ class Classifier:
                               self.head_fraction)
 
     def predict(self, texts, batch_size: int = 64) -> Predictions:
-        """Labels and P(positive) for one review or a list of them; long reviews are truncated as in training."""
+        """Labels and P(positive) for one review or a sequence of them (see check_texts); long reviews are
+        truncated as in training."""
         split = self.tokenize(texts)
         probs = positive_probabilities(self.model, self.criterion, split, self.device, self.precision, batch_size)
         return Predictions(labels=(probs > 0.5).astype(np.int64), probabilities=probs)

@@ -53,6 +53,25 @@ def test_bad_input_is_a_clear_error(clf, bad, err, match):
         clf.predict(bad)
 
 
+def test_any_sequence_of_strings_a_python_user_holds(clf):
+    """A datasets Column, a pandas Series, a numpy array of strings, a tuple, a generator: the same answers as
+    the list (once `load_imdb()["validation"]["text"]` raised 'got Column'); sets and dicts are refused."""
+    import pandas as pd
+
+    from nanogpt.data import load_imdb
+
+    column = load_imdb()["validation"].select(range(3))["text"]
+    texts = list(column)
+    expected = clf.predict(texts).probabilities
+    for given in (column, pd.Series(texts), np.array(texts), tuple(texts), (t for t in texts)):
+        assert clf.predict(given).probabilities.tolist() == expected.tolist(), type(given).__name__
+    for unordered in (set(texts), dict.fromkeys(texts)):
+        with pytest.raises(TypeError, match="sequence of reviews"):
+            clf.predict(unordered)
+    with pytest.raises(TypeError, match="Review 1 is a float"):
+        clf.predict(pd.Series(["fine", None]))  # pandas' missing value: a clear error, not a crash
+
+
 def test_any_unicode(clf):
     texts = ["🎬🍿 loved it!!", "فيلم رائع", "tab\tnul\x00bell\x07", "\ud800 lone surrogate", "<|endoftext|>"]
     p = clf.predict(texts)
