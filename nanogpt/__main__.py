@@ -252,21 +252,25 @@ def cmd_study(args) -> int:
         prof.make_config("ce", 0, **overrides)  # validate before any training starts
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
-    if args.no_notebooks:
-        if args.design == "paired" and args.losses == "ce,bce":
-            losses = ("ce", "bce", "bce-head2x")
-        runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, design=args.design,
-                         workers=args.workers, scheduler=args.scheduler, **overrides)
-    else:
-        from nanogpt.study import run_notebooks, study_rows
+    if args.design == "paired" and args.losses == "ce,bce":
+        losses = ("ce", "bce", "bce-head2x")
+    # the runs train here first, with the estimate, each run's progress and its result on this terminal; the
+    # notebooks then execute over finished runs (inside a papermill kernel that output would be invisible)
+    runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, design=args.design,
+                     workers=args.workers, scheduler=args.scheduler, **overrides)
+    if not args.no_notebooks:
+        from nanogpt.results import population_tag
+        from nanogpt.study import run_notebooks, study_rows, trained_population
 
         source = overrides.pop("source")
+        if not args.quiet:
+            print("\nevery run has finished; the notebooks now analyse them (01 -> 05):")
         executed = run_notebooks(prof.name, seeds, source, args.out, args.figures, args.reports,
                                  overrides=overrides, progress=not args.quiet, design=args.design,
                                  workers=args.workers, scheduler=args.scheduler)
         runs = study_rows(prof.name, args.design, seeds, out_dir=args.out, source=source, **overrides)
         print("\nexecuted notebooks:\n" + "\n".join(f"  {p}" for p in executed.values()))
-        print(f"figures: {args.figures}/{prof.name}/")
+        print(f"figures: {args.figures}/{population_tag(prof.name, trained_population(prof.name, overrides))}/")
     print()
     if args.design == "fixed":
         print(format_comparison(runs))

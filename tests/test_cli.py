@@ -96,3 +96,26 @@ def test_bench_without_its_optional_packages_says_how_to_get_them(cli, monkeypat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
     r = cli("bench", "--quick")
     assert r.returncode == 1 and "requirements-bench.txt" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_study_trains_on_the_terminal_before_the_notebooks_analyse(cli, tmp_path, monkeypatch):
+    """`make study` once showed only papermill's cell counter while the runs trained inside notebook 02's kernel:
+    now the estimate, each run and its result are printed here, and the notebooks start over finished runs."""
+    from nanogpt import study
+    from nanogpt.results import read_results, runs_csv
+
+    seen = {}
+
+    def notebooks(profile, seeds, source, results_dir, *args, **kwargs):
+        seen["finished_before"] = len(read_results(runs_csv(results_dir), finished_only=True))
+        return {}
+
+    monkeypatch.setattr(study, "run_notebooks", notebooks)
+    r = cli("study", "--profile", "smoke", "--seeds", "0", "--out", str(tmp_path / "r"),
+            "--figures", str(tmp_path / "f"), *[a for a in TINY if a != "--quiet"])
+    assert r.returncode == 0, r.stderr
+    assert seen["finished_before"] == 2  # both runs trained before the first notebook
+    out = r.stdout
+    assert "0 already finished, 2 to train" in out and "estimated" in out.lower()
+    assert "[1/2] ce seed 0" in out and "[2/2] bce seed 0" in out and out.count("val accuracy") == 2
+    assert out.index("[2/2]") < out.index("the notebooks now analyse them")
