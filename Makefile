@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: study test test-fast setup browser clean-cache powered-study replication-study cpu-study pretraining-study gpu-check
+.PHONY: study test test-fast lint setup browser clean-cache powered-study replication-study cpu-study pretraining-study gpu-check
 
 setup: $(STAMP)
 
@@ -22,7 +22,11 @@ $(STAMP): requirements.txt requirements-bench.txt requirements-dev.txt pyproject
 study: $(STAMP)
 	$(PY) -m nanogpt study $(ARGS)
 
-test: $(STAMP) browser
+# ruff first (rules and why in pyproject.toml): a finding fails the target before the suite's minutes are spent
+lint: $(STAMP)
+	$(PY) -m ruff check nanogpt tests notebooks
+
+test: $(STAMP) browser lint
 	$(PY) -m pytest $(ARGS)
 
 # Debian's Chromium for the browser test (tests/test_browser.py), installed once, when missing (needs root).

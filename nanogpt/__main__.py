@@ -17,7 +17,7 @@ from pathlib import Path
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
-LOSS_CHOICES = ("ce", "bce")  # nanogpt.losses.LOSS_NAMES; spelled here so --help needs no torch import
+LOSS_CHOICES = ("ce", "bce")  # nanogpt.core.losses.LOSS_NAMES; spelled here so --help needs no torch import
 # TrainConfig fields that have an option of their own: `--set` refuses them and names the option.
 OWN_OPTIONS = {"out_dir": "--out", "quiet": "--quiet", "loss": "--loss", "seed": "--seed/--seeds",
                "profile": "--profile", "source": "--source", "device": "--device", "precision": "--precision",
@@ -51,7 +51,7 @@ def _coerce(name: str, text: str, config_cls=None, own: dict | None = None):
     """Turn `--set name=text` into the type of <config_cls>.<name> (TrainConfig by default); fields in `own`
     (OWN_OPTIONS by default) have an option of their own and are refused here."""
     if config_cls is None:
-        from nanogpt.config import TrainConfig as config_cls
+        from nanogpt.run.config import TrainConfig as config_cls
     own = OWN_OPTIONS if own is None else own
     hints = typing.get_type_hints(config_cls)
     if name in own:
@@ -208,7 +208,7 @@ def _run_overrides(args) -> dict:
 
 
 def _resolve_profile(name):
-    from nanogpt.profiles import default_profile_name, get_profile
+    from nanogpt.run.profiles import default_profile_name, get_profile
 
     try:
         return get_profile(name or default_profile_name())
@@ -217,7 +217,7 @@ def _resolve_profile(name):
 
 
 def cmd_train(args) -> int:
-    from nanogpt.train import train
+    from nanogpt.run.train import train
 
     prof = _resolve_profile(args.profile)
     try:
@@ -231,8 +231,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from nanogpt.stats import format_comparison
-    from nanogpt.study import parse_seeds, run_study
+    from nanogpt.study.runs import parse_seeds, run_study
+    from nanogpt.study.stats import format_comparison
 
     if args.pretraining:
         return _pretraining_study(args)
@@ -259,8 +259,8 @@ def cmd_study(args) -> int:
     runs = run_study(prof.name, seeds, losses, out_dir=args.out, quiet=args.quiet, design=args.design,
                      workers=args.workers, scheduler=args.scheduler, **overrides)
     if not args.no_notebooks:
-        from nanogpt.results import population_tag
-        from nanogpt.study import run_notebooks, study_rows, trained_population
+        from nanogpt.run.results import population_tag
+        from nanogpt.study.runs import run_notebooks, study_rows, trained_population
 
         source = overrides.pop("source")
         if not args.quiet:
@@ -275,7 +275,7 @@ def cmd_study(args) -> int:
     if args.design == "fixed":
         print(format_comparison(runs))
     else:
-        from nanogpt.stats import arm_summary
+        from nanogpt.study.stats import arm_summary
 
         print(f"Validation accuracy (%) per arm, design '{args.design}'\n" + arm_summary(runs).round(2).to_string())
     print(f"\nresults: {args.out}/runs.csv; checkpoints: {args.out}/runs/<run_id>/model.pt")
@@ -283,8 +283,8 @@ def cmd_study(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from nanogpt.pretrain import PretrainConfig, get_pretrain_profile, pretrain
-    from nanogpt.study import parse_seeds
+    from nanogpt.run.pretrain import PretrainConfig, get_pretrain_profile, pretrain
+    from nanogpt.study.runs import parse_seeds
 
     try:
         base = get_pretrain_profile(args.profile)
@@ -309,8 +309,8 @@ def cmd_pretrain(args) -> int:
 
 
 def _pretraining_study(args) -> int:
-    from nanogpt.pretrain import get_pretrain_profile
-    from nanogpt.study import parse_seeds, run_pretraining_notebook
+    from nanogpt.run.pretrain import get_pretrain_profile
+    from nanogpt.study.runs import parse_seeds, run_pretraining_notebook
 
     prof = _resolve_profile(args.profile or "ft")
     try:
@@ -336,7 +336,7 @@ def _pretraining_study(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from nanogpt.predict import Classifier
+    from nanogpt.serve.predict import Classifier
 
     texts = args.texts
     if texts == ["-"]:
@@ -375,7 +375,7 @@ def cmd_serve(args) -> int:
         if not api_key.strip():
             raise UsageError(f"--api-key-env {args.api_key_env}: that environment variable is unset or empty.")
     try:
-        from nanogpt.serve import Limits, load_models, serve
+        from nanogpt.serve.service import Limits, load_models, serve
     except ImportError as exc:
         raise ImportError(f"serve needs FastAPI and uvicorn ({exc}); install them with make setup or "
                           "pip install -r requirements.txt") from None

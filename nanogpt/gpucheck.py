@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanogpt.artifacts import atomic_write_json
-from nanogpt.runtime import autocast, environment, prepare_device, resolve_precision, use_compile
+from nanogpt.core.artifacts import atomic_write_json
+from nanogpt.core.runtime import autocast, environment, prepare_device, resolve_precision, use_compile
 
 EXIT_NO_CUDA = 77  # the automake convention for "skipped": nothing was checked, nothing failed
 # Largest |eager - compiled| allowed in a training loss after a few steps. fp32 on CPU: Inductor fuses and
@@ -41,7 +41,7 @@ TINY = dict(block_size=256, train_limit=512, val_limit=256, n_layer=1, n_head=2,
 
 
 def _tiny_config(out_dir: Path, device: torch.device, **changes):
-    from nanogpt.config import TrainConfig
+    from nanogpt.run.config import TrainConfig
 
     return TrainConfig(profile="gpu-check", device=device.type, out_dir=str(out_dir),
                        **{**TINY, **changes}).validate()
@@ -72,8 +72,8 @@ def _driver_version() -> str | None:
 
 def batch_lengths(cfg, steps: int) -> list[int]:
     """The padded lengths of the first `steps` training batches of `cfg` (what the compiled graph sees)."""
-    from nanogpt.batching import collate, infinite_batches
-    from nanogpt.data import load_splits
+    from nanogpt.data.batching import collate, infinite_batches
+    from nanogpt.data.imdb import load_splits
 
     split = load_splits(cfg)[0]
     batches = infinite_batches(split.lengths, cfg.batch_size, cfg.seed)
@@ -83,10 +83,10 @@ def batch_lengths(cfg, steps: int) -> list[int]:
 def compiled_matches_eager(device: torch.device, workdir: Path, precision: str | None = None) -> dict:
     """Train the tiny model eager and compiled from one seed; compare every step's loss, the validation loss
     and probabilities; load the compiled run's checkpoint for prediction."""
-    from nanogpt.checkpoints import load_checkpoint
-    from nanogpt.predict import Classifier
-    from nanogpt.results import load_val_predictions
-    from nanogpt.train import train
+    from nanogpt.run.checkpoints import load_checkpoint
+    from nanogpt.run.predictions import load_val_predictions
+    from nanogpt.run.train import train
+    from nanogpt.serve.predict import Classifier
 
     precision = precision or resolve_precision("auto", device)
     results = {}
@@ -120,8 +120,8 @@ def compiled_matches_eager(device: torch.device, workdir: Path, precision: str |
 
 def fused_bf16_step(device: torch.device) -> dict:
     """One training step as the CUDA path takes it: bf16 autocast, fused AdamW, fp32 weights."""
-    from nanogpt.losses import get_criterion
-    from nanogpt.train import build_model
+    from nanogpt.core.losses import get_criterion
+    from nanogpt.run.train import build_model
 
     cfg = _tiny_config(Path(tempfile.gettempdir()), device, precision="bf16")
     criterion = get_criterion("bce")
@@ -157,8 +157,8 @@ def fused_bf16_step(device: torch.device) -> dict:
 
 def short_paper_run(device: torch.device, workdir: Path, steps: int, **overrides) -> dict:
     """The `paper` profile cut to `steps` steps, trained as `train` trains it here (compiled on CUDA)."""
-    from nanogpt.profiles import get_profile
-    from nanogpt.train import train
+    from nanogpt.run.profiles import get_profile
+    from nanogpt.run.train import train
 
     log_every = max(1, steps // 5)
     cfg = get_profile("paper").make_config("ce", 0, out_dir=str(workdir / "paper"), quiet=True, max_steps=steps,
@@ -188,8 +188,8 @@ def study_estimate(device: torch.device, run: dict, **overrides) -> dict:
     """The `paper` study's wall time: the short run's steady-state step time over the full schedule, its first
     interval once per run (compilation, warm-up), and the validation passes and fixed costs as `estimate`
     measures them on the profile's own batches."""
-    from nanogpt.estimate import RUN_OVERHEAD_S, estimate_run_seconds
-    from nanogpt.profiles import get_profile
+    from nanogpt.run.profiles import get_profile
+    from nanogpt.study.estimate import RUN_OVERHEAD_S, estimate_run_seconds
 
     if not run:
         raise RuntimeError("no estimate: it needs the paper_run part, which failed")

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from nanogpt import analysis as A
+from nanogpt.study import analysis as A
 
 
 def test_plan_is_committed_and_complete():

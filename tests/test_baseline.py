@@ -1,7 +1,7 @@
 import pytest
 
-from nanogpt import baseline
-from nanogpt.data import load_imdb
+from nanogpt.data.imdb import load_imdb
+from nanogpt.study import baseline
 
 
 def test_tfidf_baseline_learns_and_caches(tmp_path, monkeypatch):

@@ -168,8 +168,8 @@ def test_notebook_runs_clean_in_jupyterlab(lab, browser, name):
 
 def test_review_panel_in_jupyterlab_on_a_fresh_clone(lab, browser):
     """No study has run: 05 trains its quick demo pair, then a person types a review and clicks Classify."""
-    from nanogpt.predict import Classifier
-    from nanogpt.results import study_checkpoints
+    from nanogpt.run.results import study_checkpoints
+    from nanogpt.serve.predict import Classifier
 
     base, root = lab
     page, saved, errors = _run_all(browser, base, root, "05_classify_reviews")

@@ -1,4 +1,4 @@
-"""Prediction churn (nanogpt.churn): checked against brute force, and its CI against a simulation whose true
+"""Prediction churn (nanogpt.study.churn): checked against brute force, and its CI against a simulation whose true
 churn is known."""
 
 import itertools
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from nanogpt import churn as C
+from nanogpt.study import churn as C
 
 
 def brute_churn(labels) -> float:
@@ -131,8 +131,8 @@ def test_plan2_report_decides_on_the_replication_sample_alone(tmp_path):
     """Synthetic pilot (seeds 0-9, no processor recorded) and replication (seeds 100-109, one processor): the
     primary statistic is computed from the replication's runs only, the pilot and the processor test beside it,
     and the verdict names the decision."""
-    from nanogpt.results import archive_val_predictions
-    from nanogpt.stability import stability_report
+    from nanogpt.run.predictions import archive_val_predictions
+    from nanogpt.study.stability import stability_report
 
     rng = np.random.default_rng(5)
     mu = rng.normal(1.0, 1.2, 300)

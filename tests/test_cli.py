@@ -101,8 +101,8 @@ def test_bench_without_its_optional_packages_says_how_to_get_them(cli, monkeypat
 def test_study_trains_on_the_terminal_before_the_notebooks_analyse(cli, tmp_path, monkeypatch):
     """`make study` once showed only papermill's cell counter while the runs trained inside notebook 02's kernel:
     now the estimate, each run and its result are printed here, and the notebooks start over finished runs."""
-    from nanogpt import study
-    from nanogpt.results import read_results, runs_csv
+    from nanogpt.run.results import read_results, runs_csv
+    from nanogpt.study import runs as study
 
     seen = {}
 

@@ -8,13 +8,13 @@ import time
 
 import pandas as pd
 import pytest
-
 from conftest import figures_tag, tiny_config
-from nanogpt import cluster as C
+
 from nanogpt.__main__ import main
-from nanogpt.results import read_results, runs_csv
-from nanogpt.rundir import RunDir
-from nanogpt.study import run_configs
+from nanogpt.run.results import read_results, runs_csv
+from nanogpt.run.rundir import RunDir
+from nanogpt.study import cluster as C
+from nanogpt.study.runs import run_configs
 
 pytestmark = pytest.mark.slow  # worker processes import torch and train
 
@@ -130,7 +130,7 @@ def test_notebooks_02_and_03_train_on_dask(tmp_path, client, how):
     import papermill as pm
     from distributed import get_task_stream
 
-    from nanogpt.data import REPO_ROOT
+    from nanogpt.core.resources import REPO_ROOT
 
     name, loss, parameters = (("02_train_cross_entropy", "ce", {"workers": 2}) if how == "workers" else
                               ("03_train_binary_cross_entropy", "bce", {"scheduler": client.scheduler.address,

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_rows_and_run_folders_name_the_processor(tiny_run):
     import json
 
-    from nanogpt.runtime import KERNEL_FLAGS, processor_of
+    from nanogpt.core.runtime import KERNEL_FLAGS, processor_of
 
     here = processor_of("cpu")
     assert here["processor"] and here["isa"].split("; torch ")[1]  # the model, and torch's kernel choice
@@ -29,7 +28,7 @@ def test_rows_and_run_folders_name_the_processor(tiny_run):
 
 
 def test_the_archive_adds_and_updates_entries_and_never_drops_one(tmp_path):
-    from nanogpt.results import archive_val_predictions, archived_run_ids, load_val_predictions
+    from nanogpt.run.predictions import archive_val_predictions, archived_run_ids, load_val_predictions
 
     def preds(p):
         return pd.DataFrame({"label": [0, 1, 1], "positive_probability": [p, 1 - p, 0.5]})
@@ -49,8 +48,8 @@ def test_the_archive_adds_and_updates_entries_and_never_drops_one(tmp_path):
 def test_a_run_lands_in_the_archive_as_it_finishes(tmp_path):
     """With --keep none the archive is the only lasting copy of a run's predictions: it is written per run, not
     left to notebook 04."""
-    from nanogpt.results import archived_run_ids, predictions_archive
-    from nanogpt.study import run_configs
+    from nanogpt.run.predictions import archived_run_ids, predictions_archive
+    from nanogpt.study.runs import run_configs
 
     configs = [tiny_config(tmp_path, max_steps=2, eval_interval=2, keep="none", seed=s) for s in (0, 1)]
     run_configs(configs, configs[0].out_dir, quiet=True)
@@ -80,8 +79,8 @@ def test_a_study_on_a_fresh_clone_keeps_every_committed_row_and_archive_entry(tm
     processor (or one no row named), so they count as finished and are never trained again here (a newcomer's
     retrained runs once replaced the committed bf16 rows and emptied the archive of 30 fp32 runs). Then a run it
     does train (a new seed) lands beside them, and every committed row and archive entry is still there, equal."""
-    from nanogpt import study
-    from nanogpt.profiles import get_profile
+    from nanogpt.run.profiles import get_profile
+    from nanogpt.study import runs as study
 
     clone = _committed_copy(tmp_path)
     before = _snapshot(clone)
@@ -113,9 +112,9 @@ def test_a_study_on_a_fresh_clone_keeps_every_committed_row_and_archive_entry(tm
 def test_a_row_from_another_processor_is_never_replaced(tmp_path):
     """A finished row recorded on another processor (or on none recorded): a study counts it finished, `train`
     refuses before spending any time on it, and a write of the index refuses to replace it."""
-    from nanogpt.results import ForeignRowError, read_results, runs_csv, upsert_result_row
-    from nanogpt.study import run_configs
-    from nanogpt.train import train
+    from nanogpt.run.results import ForeignRowError, read_results, runs_csv, upsert_result_row
+    from nanogpt.run.train import train
+    from nanogpt.study.runs import run_configs
 
     cfg = tiny_config(tmp_path, max_steps=2, eval_interval=2, keep="final")
     out = Path(cfg.out_dir)
@@ -148,8 +147,8 @@ def test_reports_and_figures_are_filed_by_population(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nanogpt.notebook import setup
-    from nanogpt.results import population_tag
+    from nanogpt.run.results import population_tag
+    from nanogpt.study.notebook import setup
 
     assert population_tag("cpu", "cpu/fp32") == "cpu" and population_tag("cpu", None) == "cpu"
     assert population_tag("cpu", "cpu/bf16") == "cpu-bf16"

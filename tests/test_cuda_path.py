@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from nanogpt import gpucheck as G
-from nanogpt import runtime
 from nanogpt.__main__ import main
-from nanogpt.config import TrainConfig
+from nanogpt.core import runtime
+from nanogpt.run.config import TrainConfig
 
 CPU = torch.device("cpu")
 
 
 def test_cuda_reported_present_takes_the_cuda_branches(monkeypatch):
-    from nanogpt.profiles import default_profile_name
+    from nanogpt.run.profiles import default_profile_name
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -40,7 +40,7 @@ def test_fused_adamw_and_a_bf16_step(tmp_path):
     out = G.fused_bf16_step(CPU)  # raises, naming the problem, if any part of the step is wrong
     assert out["fused_adamw"] and out["logits_dtype"] == "torch.bfloat16" and out["weights_dtype"] == "torch.float32"
     # the fused kernel computes the same update as the plain loop (one step, fp32)
-    from nanogpt.train import build_model
+    from nanogpt.run.train import build_model
 
     cfg = TrainConfig(n_layer=1, n_head=2, n_embd=32, block_size=64)
     models = []
@@ -63,7 +63,7 @@ def test_fused_adamw_and_a_bf16_step(tmp_path):
 def test_compiled_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     """A compiled run interrupted after its state at step 3 was saved resumes compiled and ends where an eager
     run of the same seed ends (fp32; compiled and eager agree to 1e-4, see gpucheck.TOLERANCE)."""
-    import nanogpt.train as T
+    import nanogpt.run.train as T
 
     changes = dict(compile="on", checkpoint_interval=3, precision="fp32")
     eager = T.train(G._tiny_config(tmp_path / "eager", CPU, **{**changes, "compile": "off"}))

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nanogpt import data
-from nanogpt.data import DataValidationError, load_imdb, load_tokenized, validate_reviews
-from nanogpt.tokens import truncate_ids
+from nanogpt.data import imdb as data
+from nanogpt.data.imdb import DataValidationError, load_imdb, load_tokenized, validate_reviews
+from nanogpt.data.tokens import truncate_ids
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_torn_cache_is_rebuilt(tmp_path):
 
 
 def test_tokens_match_text(imdb):
-    from nanogpt.tokenizer import get_tokenizer
+    from nanogpt.data.tokenizer import get_tokenizer
 
     split = load_tokenized(block_size=4096)["validation"]  # long enough that nothing is cut
     enc = get_tokenizer()
@@ -157,7 +157,7 @@ def test_bad_files(tmp_path):
 
 
 def test_huge_review_is_truncated(tmp_path):
-    from nanogpt.tokens import tokenize_texts
+    from nanogpt.data.tokens import tokenize_texts
 
     huge = "a remarkable film " * 300_000  # about 5 MB
     split = tokenize_texts([huge, "short"], [1, 0], block_size=128)

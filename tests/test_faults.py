@@ -10,11 +10,11 @@ import time
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_config
-from nanogpt.results import read_results, upsert_result_row
-from nanogpt.profiles import get_profile
-from nanogpt.train import NonFiniteLossError, train
+
+from nanogpt.run.profiles import get_profile
+from nanogpt.run.results import read_results, upsert_result_row
+from nanogpt.run.train import NonFiniteLossError, train
 
 SETTINGS = dict(block_size=64, train_limit=512, val_limit=128, n_layer=1, n_head=2, n_embd=32, dropout=0.1,
                 gelu="none", batch_size=16, max_steps=300, warmup_steps=10, eval_interval=50,
@@ -78,8 +78,7 @@ def test_resume_refuses_a_state_of_another_config(tmp_path):
 
 
 def test_nan_loss_is_recorded_as_failed_never_as_accuracy(tmp_path, monkeypatch):
-    from nanogpt import losses
-
+    from nanogpt.core import losses
     real = losses.CrossEntropyCriterion.loss
     calls = {"n": 0}
 
@@ -124,8 +123,7 @@ def test_concurrent_writers_lose_no_rows(tmp_path):
 def test_full_disk_names_the_path_and_leaves_no_torn_file(tmp_path, monkeypatch):
     import errno
 
-    from nanogpt import artifacts
-
+    from nanogpt.core import artifacts
     target = tmp_path / "out" / "runs.csv"
     artifacts.atomic_write_text(target, "old contents\n")
 

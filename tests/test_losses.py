@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nanogpt.losses import BinaryCrossEntropyCriterion, CrossEntropyCriterion, get_criterion
+from nanogpt.core.losses import BinaryCrossEntropyCriterion, CrossEntropyCriterion, get_criterion
 
 
 def test_ce_over_two_logits_equals_bce_over_their_difference():

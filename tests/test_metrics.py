@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nanogpt.metrics import classification_metrics, expected_calibration_error, reliability_curve
+from nanogpt.core.metrics import classification_metrics, expected_calibration_error, reliability_curve
 
 
 def test_metrics_known_values():

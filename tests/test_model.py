@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nanogpt.model import GPTClassifier, ModelConfig
+from nanogpt.core.model import GPTClassifier, ModelConfig
 
 
 def small(**kw):
@@ -108,7 +108,7 @@ def test_too_long_input_is_refused():
 
 
 def test_cpu_dropout_rate_scale_and_eval():
-    from nanogpt.kernels import ByteMaskDropout
+    from nanogpt.core.kernels import ByteMaskDropout
 
     torch.manual_seed(0)
     drop = ByteMaskDropout(0.1)
@@ -135,8 +135,7 @@ def test_chunked_attention_matches_sdpa_forward_and_backward(monkeypatch, B, T):
     """The bf16 CPU training path against fp32 SDPA: outputs and all three gradients, chunks of 2 rows."""
     import torch.nn.functional as F
 
-    from nanogpt import kernels
-
+    from nanogpt.core import kernels
     monkeypatch.setattr(kernels, "ATTENTION_CHUNK_ELEMENTS", 2 * 2 * T * T)  # 2 batch rows per chunk
     torch.manual_seed(0)
     q, k, v = (torch.randn(B, 2, T, 16) for _ in range(3))
@@ -160,8 +159,7 @@ def test_chunked_attention_matches_sdpa_forward_and_backward(monkeypatch, B, T):
 @pytest.mark.parametrize("attention", ["auto", "sdpa"])
 def test_bf16_forward_keeps_padding_invariance(monkeypatch, attention):
     """Under bf16 autocast, with either attention path, real tokens still never see pads."""
-    from nanogpt import kernels
-
+    from nanogpt.core import kernels
     calls = []
     real = kernels.chunked_causal_attention
     monkeypatch.setattr(kernels, "chunked_causal_attention", lambda *a: calls.append(1) or real(*a))

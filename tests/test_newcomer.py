@@ -15,13 +15,12 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
-
 from conftest import figures_tag, tiny_config  # noqa: E402
 
 
 def test_predictions_archive_stands_in_for_run_folders(tmp_path, tiny_run):
-    from nanogpt.results import (archive_val_predictions, available_val_predictions, load_val_predictions,
-                                 read_results, runs_csv)
+    from nanogpt.run.predictions import archive_val_predictions, available_val_predictions, load_val_predictions
+    from nanogpt.run.results import read_results, runs_csv
 
     results = tiny_run["ce"].run_dir.parent.parent
     clone = tmp_path / "clone"  # a fresh clone: runs.csv and the archive, no run folders
@@ -45,8 +44,8 @@ def test_learning_curves_say_which_runs_have_no_folder_here(tmp_path, tiny_run, 
     and say how many do not; with none at all, no figure is drawn and that is said."""
     import shutil
 
-    from nanogpt.notebook import plot_learning_curves, setup
-    from nanogpt.results import read_results, runs_csv
+    from nanogpt.run.results import read_results, runs_csv
+    from nanogpt.study.notebook import plot_learning_curves, setup
 
     results = tiny_run["ce"].run_dir.parent.parent
     clone = tmp_path / "clone"
@@ -65,7 +64,7 @@ def test_learning_curves_say_which_runs_have_no_folder_here(tmp_path, tiny_run, 
 
 
 def test_figures_of_each_profile_go_to_their_own_folder(tmp_path):
-    from nanogpt.notebook import setup
+    from nanogpt.study.notebook import setup
 
     paths = []
     for profile in ("smoke", "cpu"):
@@ -79,7 +78,7 @@ def test_figures_of_each_profile_go_to_their_own_folder(tmp_path):
 
 def test_a_notebook_rerun_saves_the_same_figure_bytes(tmp_path):
     """seaborn jitters strip plots with numpy's global generator; setup() seeds it, so a rerun has no diff."""
-    from nanogpt.notebook import setup
+    from nanogpt.study.notebook import setup
 
     data = pd.DataFrame({"loss": ["ce", "bce"] * 20, "accuracy": np.linspace(85, 89, 40)})
     saved = []
@@ -101,7 +100,7 @@ def test_a_notebook_rerun_saves_the_same_figure_bytes(tmp_path):
 def test_indicative_words_are_the_same_in_every_process():
     """Notebook 01's word table (and figure) once changed between identical runs: words of equal log-odds came
     in set order, which each process's string hashing shuffles. Ties are now ordered by the word."""
-    code = ("from nanogpt.explore import indicative_words as f\n"
+    code = ("from nanogpt.study.explore import indicative_words as f\n"
             "texts = ['alpha beta gamma delta epsilon'] * 30 + ['zeta eta theta iota kappa'] * 30\n"
             "print(f(texts, [1] * 30 + [0] * 30, top=4, min_count=5).to_csv())")
     tables = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -112,8 +111,8 @@ def test_indicative_words_are_the_same_in_every_process():
 
 
 def test_bad_notebook_parameters_are_named(tmp_path):
-    from nanogpt.notebook import setup
-    from nanogpt.params import ParameterError
+    from nanogpt.study.notebook import setup
+    from nanogpt.study.params import ParameterError
 
     with pytest.raises(ParameterError, match="parameter profile='huge'"):
         setup("huge")
@@ -122,7 +121,7 @@ def test_bad_notebook_parameters_are_named(tmp_path):
 
 
 def test_wall_time_estimate_is_measured_and_leaves_the_random_stream_alone(tmp_path):
-    from nanogpt.estimate import describe_estimate, estimate_run_seconds
+    from nanogpt.study.estimate import describe_estimate, estimate_run_seconds
 
     cfg = tiny_config(tmp_path, max_steps=100, eval_interval=50)
     torch.manual_seed(7)
@@ -135,7 +134,7 @@ def test_wall_time_estimate_is_measured_and_leaves_the_random_stream_alone(tmp_p
 
 
 def test_one_population_never_pools_precisions_and_prefers_this_machines():
-    from nanogpt.results import one_population
+    from nanogpt.run.results import one_population
 
     runs = pd.DataFrame({"run_id": [f"r{i}" for i in range(7)], "device": "cpu",
                          "precision": ["bf16"] * 4 + ["fp32"] * 3, "val_accuracy": 0.85})
@@ -158,7 +157,7 @@ def test_one_population_never_pools_precisions_and_prefers_this_machines():
 
 
 def test_reports_name_the_one_population_they_come_from():
-    from nanogpt.results import one_population, population_of
+    from nanogpt.run.results import one_population, population_of
 
     runs = pd.DataFrame({"device": ["cpu", "cpu", "cuda"], "precision": ["fp32", "fp32", "bf16"]})
     assert population_of(one_population(runs)[0]) == "cpu/fp32"
@@ -171,7 +170,7 @@ def test_reports_name_the_one_population_they_come_from():
 
 @pytest.mark.parametrize("value", ["cpu", "cpu/", "/bf16", "cpu/bf16/x", 16, ""])
 def test_population_parameter_is_device_slash_precision(value):
-    from nanogpt.params import ParameterError, check_population
+    from nanogpt.study.params import ParameterError, check_population
 
     assert check_population(None) is None and check_population(" cuda / bf16") == ("cuda", "bf16")
     with pytest.raises(ParameterError, match="device/precision"):
@@ -181,7 +180,7 @@ def test_population_parameter_is_device_slash_precision(value):
 def test_a_study_analyses_the_population_it_trained(tmp_path):
     """`study --precision fp32` (or --device) hands notebook 04 the population it trained, so that 04 never
     analyses another one (say the committed bf16 runs) in its place."""
-    from nanogpt.study import notebook_parameters
+    from nanogpt.study.runs import notebook_parameters
 
     for overrides, expected in (({"device": "cpu", "precision": "fp32"}, "cpu/fp32"),
                                 ({"device": "cpu", "precision": "bf16"}, "cpu/bf16")):
@@ -194,12 +193,11 @@ def test_every_committed_population_gets_a_verdict_on_both_claims():
     """What notebook 04 ends with on a fresh clone, for each profile and each (device, precision) population
     of the committed runs.csv (which one a machine analyses depends on its processor): one line per claim,
     whether the runs suffice to judge or not. Stop 19's CI failed where the too-few branch named only one."""
-    from nanogpt.analysis import load_plan
-    from nanogpt.powered import powered_report, with_design
-    from nanogpt.results import fixed_design, one_population, read_results, runs_csv
-    from nanogpt.stats import conclusion, study_report
-
-    from nanogpt.data import REPO_ROOT
+    from nanogpt.core.resources import REPO_ROOT
+    from nanogpt.run.results import fixed_design, one_population, read_results, runs_csv
+    from nanogpt.study.analysis import load_plan
+    from nanogpt.study.powered import powered_report, with_design
+    from nanogpt.study.stats import conclusion, study_report
 
     runs = read_results(runs_csv(REPO_ROOT / "results"), finished_only=True)
     seen = []
@@ -218,9 +216,9 @@ def test_every_committed_population_gets_a_verdict_on_both_claims():
 
 
 def test_notebooks_train_and_name_figures_by_design(tmp_path, capsys):
-    from nanogpt.notebook import plot_final_accuracy, setup, train_loss
-    from nanogpt.params import ParameterError
-    from nanogpt.study import notebook_parameters
+    from nanogpt.study.notebook import plot_final_accuracy, setup, train_loss
+    from nanogpt.study.params import ParameterError
+    from nanogpt.study.runs import notebook_parameters
 
     with pytest.raises(ParameterError, match="parameter design='crossed'"):
         setup("smoke", design="crossed")
@@ -239,7 +237,7 @@ def test_notebooks_train_and_name_figures_by_design(tmp_path, capsys):
     assert nb.save(fig, "03_bce_final_accuracy.png") == tmp_path / "f" / figures_tag("smoke") / "03_bce_final_accuracy-paired.png"
     plt.close(fig)
     nb.design = "resplit"
-    from nanogpt.results import read_results, runs_csv
+    from nanogpt.run.results import read_results, runs_csv
 
     resplit = train_loss(nb, "ce")
     rows = read_results(runs_csv(nb.results_dir)).set_index("run_id").loc[resplit["run_id"]]

@@ -7,9 +7,9 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-
 from conftest import figures_tag
-from nanogpt.study import NOTEBOOKS, PRETRAINING_NOTEBOOK, NotebookFailed, run_notebooks
+
+from nanogpt.study.runs import NOTEBOOKS, PRETRAINING_NOTEBOOK, NotebookFailed, run_notebooks
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 FIGURES = ["01_class_balance.png", "01_review_lengths.png", "01_truncation_coverage.png", "01_indicative_words.png",
@@ -55,8 +55,8 @@ def test_study_writes_figures_results_and_reports(study):
 
 @pytest.mark.slow
 def test_notebook_statistics_match_the_package(study):
-    from nanogpt.results import read_results
-    from nanogpt.stats import study_report
+    from nanogpt.run.results import read_results
+    from nanogpt.study.stats import study_report
 
     root, _ = study
     recorded = json.loads((root / "results" / f"comparison-{figures_tag('smoke')}.json").read_text())
@@ -106,8 +106,8 @@ def test_notebook_04_tells_the_committed_powered_study(tmp_path):
 
     import papermill as pm
 
-    from nanogpt.powered import powered_report
-    from nanogpt.results import one_population, read_results
+    from nanogpt.run.results import one_population, read_results
+    from nanogpt.study.powered import powered_report
 
     repo = NOTEBOOK_DIR.parent
     tracked = subprocess.run(["git", "ls-files", "results"], cwd=repo, capture_output=True, text=True, check=True)
@@ -133,9 +133,9 @@ def test_notebook_04_tells_the_committed_powered_study(tmp_path):
 def test_pretraining_study_runs_notebook_06(tmp_path):
     """Notebook 06 as `study --pretraining` runs it, at smoke size: two backbones, scratch and pre-trained runs
     of both losses; its figures, and a summary equal to the package's report on the same rows."""
-    from nanogpt.baseline import tfidf_baseline
-    from nanogpt.pretrain_study import pretraining_report, stored_pretraining
-    from nanogpt.study import run_pretraining_notebook
+    from nanogpt.study.baseline import tfidf_baseline
+    from nanogpt.study.pretrain_study import pretraining_report, stored_pretraining
+    from nanogpt.study.runs import run_pretraining_notebook
 
     out = tmp_path / "results"
     run_pretraining_notebook("smoke", "lm-smoke", [0, 1], [0, 1], results_dir=out, figures_dir=tmp_path / "figures",

@@ -14,12 +14,12 @@ uses). These tests check each part of that argument on real models.
 """
 import pytest
 import torch
-
 from conftest import tiny_config
-from nanogpt.batching import collate
-from nanogpt.data import load_splits
-from nanogpt.losses import get_criterion
-from nanogpt.train import build_model, train
+
+from nanogpt.core.losses import get_criterion
+from nanogpt.data.batching import collate
+from nanogpt.data.imdb import load_splits
+from nanogpt.run.train import build_model, train
 
 
 def _models(tmp_path, **changes):
@@ -62,7 +62,7 @@ def _trained_probabilities(tmp_path, grad_clip, **bce_changes):
     common = dict(max_steps=30, warmup_steps=3, eval_interval=30, grad_clip=grad_clip, precision="fp32")
     ce = train(tiny_config(tmp_path / "ce", loss="ce", head_init="paired", **common))
     bce = train(tiny_config(tmp_path / "bce", loss="bce", **common, **bce_changes))
-    from nanogpt.results import load_val_predictions
+    from nanogpt.run.predictions import load_val_predictions
 
     return [load_val_predictions(r.run_dir.parent.parent, r.run_id)["positive_probability"].to_numpy()
             for r in (ce, bce)]
@@ -81,7 +81,7 @@ def test_with_clipping_the_equivalence_is_only_approximate(tmp_path):
 
 
 def test_paired_head_is_refused_for_bce():
-    from nanogpt.config import TrainConfig
+    from nanogpt.run.config import TrainConfig
 
     with pytest.raises(ValueError, match="paired"):
         TrainConfig(loss="bce", head_init="paired").validate()
@@ -91,7 +91,7 @@ def test_designs_seed_each_run_and_go_seed_by_seed():
     """Each design's runs, in the order a study trains them: every arm of a seed before the next seed (a study
     stopped part-way stays balanced); the fixed design keeps the profile's split, the split-varied one draws
     the split from the seed, the paired one builds CE's head from the BCE head of the same seed."""
-    from nanogpt.study import RESPLIT_OFFSET, design_configs
+    from nanogpt.study.runs import RESPLIT_OFFSET, design_configs
 
     fixed = design_configs("smoke", "fixed", [0, 1, 2])
     assert [(c.loss, c.seed) for c in fixed] == [(loss, s) for s in (0, 1, 2) for loss in ("ce", "bce")]

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nanogpt import powered as W
-from nanogpt.analysis import load_plan, welch_ci
-from nanogpt.data import DEFAULT_SPLIT_SEED, RESPLIT_OFFSET
+from nanogpt.data.imdb import DEFAULT_SPLIT_SEED, RESPLIT_OFFSET
+from nanogpt.study import powered as W
+from nanogpt.study.analysis import load_plan, welch_ci
 
 
 def rows(arm, loss, accs, design="fixed", seeds=None):

@@ -3,9 +3,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from nanogpt.checkpoints import CheckpointError
-from nanogpt.predict import Classifier
+from nanogpt.run.checkpoints import CheckpointError
+from nanogpt.serve.predict import Classifier
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def test_predict_batch_and_single(clf, tiny_run):
 
 def test_predictions_match_training_evaluation(tiny_run):
     """The classifier scores validation reviews exactly as the training loop did."""
-    from nanogpt.data import load_imdb
+    from nanogpt.data.imdb import load_imdb
 
     result = tiny_run["bce"]
     clf = Classifier.load(result.checkpoint, precision="auto")
@@ -58,13 +60,13 @@ def test_any_sequence_of_strings_a_python_user_holds(clf):
     the list (once `load_imdb()["validation"]["text"]` raised 'got Column'); sets and dicts are refused."""
     import pandas as pd
 
-    from nanogpt.data import load_imdb
+    from nanogpt.data.imdb import load_imdb
 
     column = load_imdb()["validation"].select(range(3))["text"]
     texts = list(column)
     expected = clf.predict(texts).probabilities
-    for given in (column, pd.Series(texts), np.array(texts), tuple(texts), (t for t in texts)):
-        assert clf.predict(given).probabilities.tolist() == expected.tolist(), type(given).__name__
+    for held in (column, pd.Series(texts), np.array(texts), tuple(texts), (t for t in texts)):
+        assert clf.predict(held).probabilities.tolist() == expected.tolist(), type(held).__name__
     for unordered in (set(texts), dict.fromkeys(texts)):
         with pytest.raises(TypeError, match="sequence of reviews"):
             clf.predict(unordered)
@@ -126,9 +128,6 @@ def test_checkpoint_of_other_shape_or_loss(tmp_path, tiny_run):
         Classifier.load(tmp_path / "reshaped.pt")
 
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(min_size=0, max_size=400))
@@ -167,12 +166,12 @@ def test_tokenize_needs_no_labels(clf):
 
 
 def test_predict_imports_neither_the_training_loop_nor_the_data_stack():
-    """`import nanogpt.predict` (and so a service) loads model, runtime, evaluation and checkpoints only."""
+    """`import nanogpt.serve.predict` (and so a service) loads model, runtime, evaluation and checkpoints only."""
     import subprocess
     import sys
 
-    code = ("import sys, nanogpt.predict; heavy = ['pandas', 'datasets', 'sklearn', 'scipy', 'transformers', "
-            "'nanogpt.train', 'nanogpt.data']; print([m for m in heavy if m in sys.modules])")
+    code = ("import sys, nanogpt.serve.predict; heavy = ['pandas', 'datasets', 'sklearn', 'scipy', 'transformers', "
+            "'nanogpt.run.train', 'nanogpt.data.imdb']; print([m for m in heavy if m in sys.modules])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_config
-from nanogpt import pretrain as P
-from nanogpt.backbone import load_backbone
-from nanogpt.checkpoints import CheckpointError
-from nanogpt.data import load_corpus, split_indices
-from nanogpt.tokenizer import EOT_TOKEN
-from nanogpt.train import build_model, train
+
+from nanogpt.data.imdb import load_corpus, split_indices
+from nanogpt.data.tokenizer import EOT_TOKEN
+from nanogpt.run import pretrain as P
+from nanogpt.run.backbone import load_backbone
+from nanogpt.run.checkpoints import CheckpointError
+from nanogpt.run.train import build_model, train
 
 
 def smoke(tmp_path, **changes) -> P.PretrainConfig:
@@ -58,8 +58,8 @@ def test_unlabelled_reviews_join_the_stream_but_no_copy_of_a_labelled_one(monkey
     """--unlabelled (the Hub's unsupervised split; here a stand-in, the tests are offline): the unlabelled reviews
     follow the training reviews in the stream, each closed by EOT, less any that repeats a labelled review (here
     a validation review), and the backbone gets another id."""
-    from nanogpt import data as D
-    from nanogpt.tokens import tokenize_texts
+    from nanogpt.data import imdb as D
+    from nanogpt.data.tokens import tokenize_texts
 
     cfg = smoke(tmp_path, unlabelled=True)
     _, labelled, _, _ = D.deduplicated_reviews(cfg.source)
@@ -232,7 +232,7 @@ def test_pretrain_command_line(tmp_path, capsys):
 
 def _rows(spec):
     """Synthetic finished rows: (init, loss, seed, accuracy, backbone_lr_scale)."""
-    from nanogpt.config import TrainConfig
+    from nanogpt.run.config import TrainConfig
 
     rows = []
     for init, loss, seed, acc, scale in spec:
@@ -243,7 +243,7 @@ def _rows(spec):
 
 
 def test_the_comparison_keeps_the_study_recipe_only():
-    from nanogpt.pretrain_study import of_recipe
+    from nanogpt.study.pretrain_study import of_recipe
 
     runs = _rows([("scratch", "ce", 0, 0.87, 1.0), ("scratch", "ce", 1, 0.86, 0.25),
                   ("lm:b0", "ce", 0, 0.88, 1.0), ("lm:b0", "ce", 0, 0.89, 0.25)])
@@ -252,8 +252,8 @@ def test_the_comparison_keeps_the_study_recipe_only():
 
 
 def test_report_numbers_against_hand_computed_ones():
-    from nanogpt.analysis import load_plan
-    from nanogpt.pretrain_study import difference_of_differences, pretraining_report, pretraining_verdict
+    from nanogpt.study.analysis import load_plan
+    from nanogpt.study.pretrain_study import difference_of_differences, pretraining_report, pretraining_verdict
 
     rng = np.random.default_rng(0)
     spec = []
@@ -291,7 +291,7 @@ def test_report_numbers_against_hand_computed_ones():
 
 def test_compute_table_charges_the_backbone_whole_and_shared():
     from nanogpt.bench import pretraining_section
-    from nanogpt.pretrain_study import compute_table
+    from nanogpt.study.pretrain_study import compute_table
 
     runs = _rows([("scratch", "ce", 0, 0.86, 1.0), ("scratch", "ce", 1, 0.88, 1.0),
                   ("lm:b0", "ce", 0, 0.89, 1.0), ("lm:b0", "ce", 1, 0.91, 1.0), ("lm:b0", "bce", 0, 0.90, 1.0),
@@ -312,7 +312,7 @@ def test_compute_table_charges_the_backbone_whole_and_shared():
 
 
 def test_budget_backbones_stay_out_of_the_study_and_make_the_curve(tmp_path):
-    from nanogpt.pretrain_study import pretraining_budget, stored_backbones
+    from nanogpt.study.pretrain_study import pretraining_budget, stored_backbones
 
     base = P.get_pretrain_profile("lm-cpu")
     made = [("b0", base), ("b1", base.replace(seed=1)), ("short", base.replace(max_steps=500)),
@@ -333,7 +333,7 @@ def test_budget_backbones_stay_out_of_the_study_and_make_the_curve(tmp_path):
 
 
 def test_short_inputs_and_length_buckets():
-    from nanogpt.pretrain_study import first_sentences, probe_accuracy
+    from nanogpt.study.pretrain_study import first_sentences, probe_accuracy
 
     assert first_sentences("Great film!<br /><br />I loved it. The end was weak.") == "Great film! I loved it."
     assert first_sentences("No full stop at all") == "No full stop at all"

@@ -1,7 +1,7 @@
 import pytest
 
-from nanogpt.profiles import PROFILES, get_profile, profile_table
-from nanogpt.train import train
+from nanogpt.run.profiles import PROFILES, get_profile, profile_table
+from nanogpt.run.train import train
 
 
 @pytest.mark.parametrize("name", list(PROFILES))

@@ -1,6 +1,5 @@
 """Nothing stale, nothing stranded: each failure of issue 15 reproduced, then shown fixed."""
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -9,18 +8,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from nanogpt.__main__ import main
-from nanogpt.checkpoints import CheckpointError
-from nanogpt.data import DataValidationError, load_imdb
-from nanogpt.results import read_results, runs_csv, upsert_result_row
-from nanogpt.rundir import RunDir, finished_run_ids
-from nanogpt.study import run_configs, run_study, study_rows
-from nanogpt.train import train
+from nanogpt.data.imdb import DataValidationError, load_imdb
+from nanogpt.run.checkpoints import CheckpointError
+from nanogpt.run.results import read_results, runs_csv, upsert_result_row
+from nanogpt.run.rundir import RunDir, finished_run_ids
+from nanogpt.run.train import train
+from nanogpt.study.runs import run_configs, run_study, study_rows
 
 RESUMABLE = dict(train_limit=256, val_limit=64, batch_size=8, max_steps=16, eval_interval=8, checkpoint_interval=4)
 TINY = dict(block_size=64, n_layer=1, n_head=2, n_embd=32, dropout=0.0, gelu="none", batch_size=8, max_steps=4,
@@ -57,7 +55,7 @@ def test_editing_a_csv_in_place_is_a_new_run_and_moving_it_is_not(tmp_path):
 def test_precision_is_part_of_the_identity(tmp_path):
     fp32, bf16 = (tiny_config(tmp_path, precision=p) for p in ("fp32", "bf16"))
     assert fp32.run_id() != bf16.run_id()
-    from nanogpt.runtime import cpu_has_fast_bf16
+    from nanogpt.core.runtime import cpu_has_fast_bf16
 
     auto = tiny_config(tmp_path, precision="auto")  # "auto" is whatever this machine resolves it to
     assert auto.run_id() == (bf16 if cpu_has_fast_bf16() else fp32).run_id()
@@ -72,8 +70,7 @@ class _Killed(Exception):
 
 def _interrupted_run(tmp_path, monkeypatch, **changes):
     """A run stopped after its state was saved at step 8 (as a SIGKILL would leave it)."""
-    from nanogpt import train as train_module
-
+    from nanogpt.run import train as train_module
     real = train_module.learning_rate_at
 
     def stop_at_10(step, cfg):
@@ -146,7 +143,7 @@ def test_finished_run_leaves_no_state_and_stale_temp_files_are_cleaned(tmp_path,
 
 @pytest.mark.parametrize("keep", ["final", "half", "none", "all"])
 def test_keep_bounds_the_disk_and_never_changes_the_numbers(tmp_path, keep):
-    from nanogpt.predict import Classifier
+    from nanogpt.serve.predict import Classifier
 
     full = train(tiny_config(tmp_path / "full", max_steps=6, eval_interval=3, checkpoint_interval=3))
     result = train(tiny_config(tmp_path / keep, max_steps=6, eval_interval=3, checkpoint_interval=3, keep=keep))
@@ -231,7 +228,7 @@ def test_garbage_index_is_rebuilt_from_the_run_folders(tmp_path, capsys):
 
 
 def test_row_torn_inside_its_config_is_not_accepted(tmp_path, capsys):
-    from nanogpt.results import ResultsIndexError
+    from nanogpt.run.results import ResultsIndexError
 
     cfg = tiny_config(tmp_path, **TINY)
     run_configs([cfg], cfg.out_dir, quiet=True)
@@ -261,7 +258,7 @@ def test_truncated_or_replaced_weights_do_not_count_as_finished(tmp_path):
 
 
 def test_random_bytes_checkpoint_never_suggests_weights_only_false(tmp_path):
-    from nanogpt.predict import Classifier
+    from nanogpt.serve.predict import Classifier
 
     path = tmp_path / "random.pt"
     path.write_bytes(np.random.default_rng(0).bytes(4096))
@@ -282,7 +279,7 @@ def test_classify_dash_reads_reviews_from_stdin(tiny_run, monkeypatch, capsys):
 def test_profile_name_cannot_leave_the_results_folder(tmp_path):
     with pytest.raises(ValueError, match="profile name"):
         tiny_config(tmp_path, profile="../../../x").validate()
-    from nanogpt.rundir import RunFolderError
+    from nanogpt.run.rundir import RunFolderError
 
     with pytest.raises(RunFolderError):
         RunDir(tmp_path, "../x")
@@ -298,7 +295,7 @@ def test_set_refuses_fields_with_their_own_option(capsys, field, option):
 
 def test_cli_loss_choices_match_the_criteria():
     from nanogpt.__main__ import LOSS_CHOICES
-    from nanogpt.losses import LOSS_NAMES
+    from nanogpt.core.losses import LOSS_NAMES
 
     assert LOSS_CHOICES == LOSS_NAMES
 
@@ -354,7 +351,7 @@ def test_two_studies_on_one_folder_split_the_work(tmp_path):
 def test_fields_added_later_leave_earlier_ids_alone(tmp_path):
     """A run recorded before head_init and the head scales existed keeps its id: at their neutral values those
     fields are not part of the identity; any other value is."""
-    from nanogpt.config import IDENTITY_NEUTRAL
+    from nanogpt.run.config import IDENTITY_NEUTRAL
 
     cfg = tiny_config(tmp_path)
     identity = cfg.identity()

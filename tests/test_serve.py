@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nanogpt.batcher import MicroBatcher
-from nanogpt.predict import Classifier
-from nanogpt.serve import Limits, create_app, load_models
+from nanogpt.serve.batcher import MicroBatcher
+from nanogpt.serve.predict import Classifier
+from nanogpt.serve.service import Limits, create_app, load_models
 
 REVIEWS = ["A wonderful film, moving and funny.", "Dreadful. Two hours I will never get back.",
            "The plot was thin but the actors carried it; I smiled more than I expected to. " * 6,

@@ -3,8 +3,18 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from nanogpt.stats import comparison_table, format_comparison, summarize, welch_test
-from nanogpt.study import parse_seeds
+from nanogpt.study.runs import parse_seeds
+from nanogpt.study.stats import (
+    compare_means,
+    compare_spread,
+    comparison_table,
+    format_comparison,
+    hedges_g,
+    runs_needed,
+    summarize,
+    welch_power,
+    welch_test,
+)
 
 
 def test_summarize():
@@ -40,8 +50,6 @@ def test_parse_seeds_errors(text, match):
     with pytest.raises(ValueError, match=match):
         parse_seeds(text)
 
-
-from nanogpt.stats import compare_means, compare_spread, hedges_g, runs_needed, welch_power
 
 
 def test_compare_means_against_scipy_and_hand_values():
@@ -84,7 +92,7 @@ def test_runs_needed_matches_textbook_values():
 
 
 def test_conclusion_follows_the_numbers():
-    from nanogpt.stats import conclusion, study_report
+    from nanogpt.study.stats import conclusion, study_report
 
     rng = np.random.default_rng(0)
     clear = pd.DataFrame({"loss": ["ce"] * 12 + ["bce"] * 12,
@@ -117,9 +125,9 @@ def _runs(ce, bce):
 
 
 def test_conclusion_does_not_judge_below_the_minimum_number_of_runs():
-    from nanogpt.stats import MIN_RUNS_TO_JUDGE, conclusion, study_report
-
     import warnings
+
+    from nanogpt.study.stats import MIN_RUNS_TO_JUDGE, conclusion, study_report
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning may leak into a notebook
@@ -134,7 +142,7 @@ def test_conclusion_does_not_judge_below_the_minimum_number_of_runs():
 def test_zero_variance_is_said_plainly_without_warnings():
     import warnings
 
-    from nanogpt.stats import conclusion, study_report
+    from nanogpt.study.stats import conclusion, study_report
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -4,8 +4,8 @@ import shutil
 import pytest
 import tiktoken
 
-from nanogpt import tokenizer as tk
-from nanogpt.data import load_imdb
+from nanogpt.data import tokenizer as tk
+from nanogpt.data.imdb import load_imdb
 
 GPT2_URLS = {
     "vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",

@@ -4,13 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_config
-from nanogpt.data import load_tokenized
-from nanogpt.batching import bucketed_batches
-from nanogpt.config import TrainConfig
-from nanogpt.runtime import resolve_device, resolve_precision
-from nanogpt.train import NonFiniteLossError, learning_rate_at, train
+
+from nanogpt.core.runtime import resolve_device, resolve_precision
+from nanogpt.data.batching import bucketed_batches
+from nanogpt.data.imdb import load_tokenized
+from nanogpt.run.config import TrainConfig
+from nanogpt.run.train import NonFiniteLossError, learning_rate_at, train
 
 RUNS_COLUMNS = ["run_id", "loss", "seed", "profile", "source", "split_seed", "n_train", "n_val", "val_accuracy",
                 "val_loss", "roc_auc", "ece", "steps", "train_seconds", "tokens_per_second", "device",
@@ -93,9 +93,8 @@ def test_learning_rate_schedule():
 
 
 def test_non_finite_loss_stops_with_step_and_lr(tmp_path, monkeypatch):
-    from nanogpt import losses
-
-    monkeypatch.setattr(losses.CrossEntropyCriterion, "loss", lambda self, l, y: (l.sum() * float("nan")))
+    from nanogpt.core import losses
+    monkeypatch.setattr(losses.CrossEntropyCriterion, "loss", lambda self, logits, y: (logits.sum() * float("nan")))
     with pytest.raises(NonFiniteLossError, match=r"step 0 \(learning rate .*Hint"):
         train(tiny_config(tmp_path))
     runs = pd.read_csv(tmp_path / "results" / "runs.csv")  # recorded as failed, never as an accuracy
@@ -120,8 +119,8 @@ def test_config_validation(change, match):
 
 
 def test_run_dir_knows_every_path(tmp_path, tiny_run):
-    from nanogpt.results import runs_csv
-    from nanogpt.rundir import RunDir, finished_run_ids
+    from nanogpt.run.results import runs_csv
+    from nanogpt.run.rundir import RunDir, finished_run_ids
 
     result = tiny_run["bce"]
     out_dir = result.run_dir.parent.parent

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from nanogpt.results import study_checkpoints
-from nanogpt.widgets import ReviewPanel
+from nanogpt.run.results import study_checkpoints
+from nanogpt.study.widgets import ReviewPanel
 
 
 @pytest.fixture(scope="module")

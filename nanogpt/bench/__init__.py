@@ -17,14 +17,14 @@ from dataclasses import asdict
 
 import torch
 
-from nanogpt.artifacts import atomic_write_json
 from nanogpt.bench.accelerator import accelerator_figures
 from nanogpt.bench.hf import hf_trainer_seconds_to_accuracy
 from nanogpt.bench.inference import data_times, inference_times
 from nanogpt.bench.timing import matmul_gflops, model_flops_per_token
 from nanogpt.bench.training import epoch_comparison, seconds_to_accuracy
-from nanogpt.profiles import get_profile
-from nanogpt.runtime import resolve_device
+from nanogpt.core.artifacts import atomic_write_json
+from nanogpt.core.runtime import resolve_device
+from nanogpt.run.profiles import get_profile
 
 OPTIONAL_PACKAGES = ("transformers", "accelerate")
 
@@ -74,9 +74,9 @@ def pretraining_section(show, quick: bool, results_dir=None) -> dict:
     """Accuracy per minute of total compute (pre-training + fine-tuning) against the scratch runs of the same
     profile, from the pre-training study's rows (their measured train_seconds; a backbone takes ~30 minutes, so
     the bench reads the study rather than re-running it). No study here: one line saying how to make one."""
-    from nanogpt.data import REPO_ROOT
-    from nanogpt.pretrain_study import compute_table, pretraining_budget, stored_backbones, stored_pretraining
-    from nanogpt.results import read_results, runs_csv
+    from nanogpt.core.resources import REPO_ROOT
+    from nanogpt.run.results import read_results, runs_csv
+    from nanogpt.study.pretrain_study import compute_table, pretraining_budget, stored_backbones, stored_pretraining
 
     results_dir = results_dir or REPO_ROOT / "results"
     try:

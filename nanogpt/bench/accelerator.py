@@ -6,12 +6,12 @@ import time
 
 import torch
 
-from nanogpt.batching import bucketed_batches, collate, evenly_spaced
 from nanogpt.bench.timing import matmul_gflops, model_flops_per_token
 from nanogpt.bench.training import train_step_comparison
-from nanogpt.data import load_splits
-from nanogpt.profiles import get_profile
-from nanogpt.runtime import resolve_precision
+from nanogpt.core.runtime import resolve_precision
+from nanogpt.data.batching import bucketed_batches, collate, evenly_spaced
+from nanogpt.data.imdb import load_splits
+from nanogpt.run.profiles import get_profile
 
 
 def accelerator_figures(device: torch.device, profile: str = "paper", rounds: int = 20, study: bool = True,
@@ -20,7 +20,7 @@ def accelerator_figures(device: torch.device, profile: str = "paper", rounds: in
     the HF model on length-bucketed batches (both eager, so the ratio compares models, not compilers), our
     fraction of the limit, and the wall time of the profile's whole study (both losses x its seeds, notebooks
     off, trained as `train` does: compiled on CUDA) when `study`. `overrides` shrink the study in tests."""
-    from nanogpt.study import run_study
+    from nanogpt.study.runs import run_study
 
     cfg = get_profile(profile).config.replace(**overrides)
     precision = resolve_precision(cfg.precision, device)

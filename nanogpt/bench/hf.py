@@ -11,9 +11,9 @@ import time
 import numpy as np
 import torch
 
-from nanogpt.data import load_splits
-from nanogpt.runtime import resolve_precision
-from nanogpt.tokenizer import EOT_TOKEN
+from nanogpt.core.runtime import resolve_precision
+from nanogpt.data.imdb import load_splits
+from nanogpt.data.tokenizer import EOT_TOKEN
 
 
 def hf_model(cfg, n_outputs: int):
@@ -29,7 +29,7 @@ def hf_model(cfg, n_outputs: int):
 def hf_step(model, optimizer, criterion, device: torch.device, precision: str):
     """One training step of the HF model on our (ids, lengths, labels) batches, fed as a HF user would:
     pad id EOT and an attention mask."""
-    from nanogpt.runtime import autocast
+    from nanogpt.core.runtime import autocast
 
     def step(x, lengths, y):
         mask = (torch.arange(x.size(1), device=x.device)[None, :] < lengths[:, None]).long()

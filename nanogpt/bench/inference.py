@@ -9,11 +9,11 @@ import numpy as np
 import torch
 
 from nanogpt.bench.timing import timed
-from nanogpt.checkpoints import classifier_payload, save_checkpoint
-from nanogpt.data import load_imdb, load_tokenized
-from nanogpt.predict import Classifier
-from nanogpt.tokens import tokenize_texts
-from nanogpt.train import build_model
+from nanogpt.data.imdb import load_imdb, load_tokenized
+from nanogpt.data.tokens import tokenize_texts
+from nanogpt.run.checkpoints import classifier_payload, save_checkpoint
+from nanogpt.run.train import build_model
+from nanogpt.serve.predict import Classifier
 
 
 def data_times() -> dict:

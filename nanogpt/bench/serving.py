@@ -109,8 +109,8 @@ def serving_figures(profile: str = "cpu", concurrency=(1, 8, 32), per_request=(1
                     seconds: float = 20.0, **overrides) -> dict:
     """Rows of (mode, clients, reviews per request) -> requests/s, reviews/s, p50 and p99 ms."""
     from nanogpt.bench.inference import untrained_checkpoint
-    from nanogpt.data import load_imdb
-    from nanogpt.profiles import get_profile
+    from nanogpt.data.imdb import load_imdb
+    from nanogpt.run.profiles import get_profile
 
     texts = list(load_imdb()["validation"]["text"][:256])
     rows = []

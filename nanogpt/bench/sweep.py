@@ -11,7 +11,7 @@ import time
 
 
 def sweep_configs(out_dir, runs: int, profile: str = "smoke", **overrides):
-    from nanogpt.profiles import get_profile
+    from nanogpt.run.profiles import get_profile
 
     prof = get_profile(profile)
     return [prof.make_config(loss, seed, out_dir=str(out_dir), quiet=True, **overrides)
@@ -20,7 +20,7 @@ def sweep_configs(out_dir, runs: int, profile: str = "smoke", **overrides):
 
 def sweep_figures(runs: int = 8, worker_counts=(2,), profile: str = "smoke", **overrides) -> dict:
     """Wall time and runs per hour of `runs` runs in-process and on local clusters of each worker count."""
-    from nanogpt.study import run_configs
+    from nanogpt.study.runs import run_configs
 
     out = {"sweep_runs": runs, "sweep_profile": profile, "sweep_overrides": overrides}
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,19 +8,20 @@ import time
 import numpy as np
 import torch
 
-from nanogpt.batching import bucketed_batches, collate, evenly_spaced
 from nanogpt.bench.hf import hf_model, hf_step
 from nanogpt.bench.timing import sync
-from nanogpt.data import load_splits
-from nanogpt.losses import get_criterion
-from nanogpt.runtime import autocast, resolve_precision
-from nanogpt.train import build_model, train
+from nanogpt.core.losses import get_criterion
+from nanogpt.core.runtime import autocast, resolve_precision
+from nanogpt.data.batching import bucketed_batches, collate, evenly_spaced
+from nanogpt.data.imdb import load_splits
+from nanogpt.run.train import build_model, train
 
 
 def train_step_comparison(cfg, batches, rounds: int, models=("ours", "hf"),
-                          device: torch.device = torch.device("cpu")) -> dict:
+                          device: torch.device | None = None) -> dict:
     """Our model against the HF model on the same batches, same precision and optimizer, alternating A B A B.
     `models` limits the timing to one of them (the epoch comparison feeds each its own batches)."""
+    device = device or torch.device("cpu")
     precision = resolve_precision(cfg.precision, device)
     crit = get_criterion("ce")
     torch.manual_seed(0)

@@ -1,0 +1,112 @@
+"""Pre-trained backbones as files: what a backbone checkpoint records, reading one back, and putting it into a
+classifier (`train --init lm:<checkpoint>`) only when it fits.
+
+A backbone checkpoint is self-describing: its architecture, the tokenizer (by the sha256 of its BPE files),
+the data it read (source content, split seed, validation fraction and the digest of the training reviews' row
+numbers) and its pre-training config. A classifier can start from it only when the architecture matches and
+its own split is the one the backbone was pre-trained on: a backbone pre-trained on another split has read
+reviews that the classifier would be scored on. Every mismatch is one clear error.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nanogpt.data.imdb import data_identity
+from nanogpt.data.tokenizer import ENCODER_JSON_SHA256, TOKENIZER_NAME, VOCAB_BPE_SHA256
+from nanogpt.run.checkpoints import CheckpointError, load_failure_reason
+
+BACKBONE_FORMAT = "nanogpt-imdb-backbone/1"
+INIT_PREFIX = "lm:"
+# ModelConfig fields a classifier must share with its backbone (block_size may be smaller; dropout is free).
+ARCHITECTURE = ("vocab_size", "n_layer", "n_head", "n_embd", "bias", "gelu")
+
+
+def tokenizer_record() -> dict:
+    return {"name": TOKENIZER_NAME, "vocab_bpe_sha256": VOCAB_BPE_SHA256, "encoder_json_sha256": ENCODER_JSON_SHA256}
+
+
+def backbone_data_record(source: str, split_seed: int, val_fraction: float, review_ids: np.ndarray,
+                         n_unlabelled: int = 0) -> dict:
+    """What the backbone read: the data by content, the split, the digest of its reviews' row numbers, and how
+    many of the Hub's unlabelled reviews besides."""
+    ids = np.asarray(review_ids, dtype=np.int64)
+    return {"identity": data_identity(source), "split_seed": int(split_seed), "val_fraction": float(val_fraction),
+            "n_reviews": int(len(ids)), "review_ids_sha256": hashlib.sha256(ids.tobytes()).hexdigest(),
+            "unlabelled_reviews": int(n_unlabelled), "tokenizer": tokenizer_record()}
+
+
+def backbone_path(init: str) -> Path | None:
+    """The checkpoint path of an `lm:<path>` init, else None."""
+    return Path(init[len(INIT_PREFIX):]) if isinstance(init, str) and init.startswith(INIT_PREFIX) else None
+
+
+def load_backbone(path: str | Path) -> dict:
+    """A backbone checkpoint written by `pretrain` (weights only: nothing in the file is executed). Read once per
+    file version (path, size, modification time) in a process: a run builds its model from it and names it in
+    its row, and a study fine-tunes many runs from one backbone. Callers must not modify what it returns."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No backbone checkpoint at {path}. Fix: pre-train one with `python -m nanogpt "
+                                "pretrain` and pass its backbone.pt (results/backbones/<id>/backbone.pt).")
+    stat = path.stat()
+    return _read_backbone(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_backbone(path: str, size: int, mtime_ns: int) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable backbone checkpoint ({load_failure_reason(exc)}).") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != BACKBONE_FORMAT:
+        kind = "a classifier checkpoint" if isinstance(ckpt, dict) and "model_state" in ckpt else "not a backbone"
+        raise CheckpointError(f"{path} is {kind} (format {ckpt.get('format') if isinstance(ckpt, dict) else None!r}"
+                              f"), not a pre-trained backbone ({BACKBONE_FORMAT}). Fix: pass the backbone.pt that "
+                              "`python -m nanogpt pretrain` wrote.")
+    return ckpt
+
+
+def check_fits(ckpt: dict, cfg, path: str | Path = "backbone") -> None:
+    """Raise a ValueError naming every way the classifier run `cfg` (a TrainConfig) does not fit the backbone."""
+    arch, data = ckpt["model_config"], ckpt["data"]
+    model_config = cfg.model_config(n_outputs=1)
+    problems = []
+    for name in ARCHITECTURE:
+        ours = getattr(model_config, name)
+        if ours != arch[name]:
+            problems.append(f"{name} {ours!r} (the backbone has {arch[name]!r})")
+    if cfg.block_size > arch["block_size"]:
+        problems.append(f"block_size {cfg.block_size} (the backbone learned {arch['block_size']} positions)")
+    if data["tokenizer"] != tokenizer_record():
+        problems.append("the tokenizer (the backbone's BPE files differ from this installation's)")
+    if data["identity"] != data_identity(cfg.source):
+        problems.append(f"data {cfg.source!r} (the backbone read {data['identity']})")
+    if (data["split_seed"], data["val_fraction"]) != (cfg.split_seed, cfg.val_fraction):
+        problems.append(f"split (seed {cfg.split_seed}, val_fraction {cfg.val_fraction}); the backbone read the "
+                        f"training reviews of split seed {data['split_seed']}, val_fraction {data['val_fraction']}, "
+                        "so it has read reviews this run would be scored on")
+    if problems:
+        raise ValueError(f"The backbone {path} does not fit this run: " + "; ".join(problems) +
+                         ". Fix: fine-tune with the backbone's settings (e.g. --profile ft) or pre-train a backbone "
+                         "for these.")
+
+
+def load_into(model, ckpt: dict) -> None:
+    """Copy the backbone's weights into a classifier (positions cut to the classifier's block size)."""
+    own = model.state_dict()
+    state = dict(ckpt["backbone_state"])
+    wpe = "transformer.wpe.weight"
+    state[wpe] = state[wpe][: own[wpe].shape[0]]
+    missing = [k for k in own if k.startswith("transformer.") and k not in state]
+    unknown = [k for k in state if k not in own]
+    if missing or unknown:
+        raise CheckpointError(f"The backbone's weights do not match the classifier: missing {missing[:3]}, "
+                              f"unknown {unknown[:3]}.")
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v)

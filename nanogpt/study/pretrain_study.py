@@ -1,0 +1,399 @@
+"""The pre-training study (notebook 06): scratch against pre-trained backbones for both losses, the sources of
+variance (fine-tuning seed against pre-training seed), accuracy against total compute, and a probe with short
+inputs and by review length, each beside TF-IDF.
+
+Runs: for the fine-tuning profile (`ft`), CE and BCE over `seeds` from scratch and from backbone 0; then
+`variance_loss` over `variance_seeds` from every further backbone. The rows carry `init` ('scratch' or
+'lm:<backbone id>'), so the two starts never mix in a comparison.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats as sps
+
+from nanogpt.study.analysis import accuracy_claim, load_plan, welch_ci
+
+STARTS = ("scratch", "pre-trained")
+# How a pre-trained backbone is fine-tuned, on top of the profile (scratch runs keep the profile as it is).
+# Chosen by measurement (README, "Pre-training"): CE seed 0, profile ft, backbone lm-cpu seed 0, 600 steps:
+# the backbone at the full rate (2e-3) 88.18%, at a quarter of it (5e-4; the new head at 2e-3) 88.76%.
+FINETUNE = {"backbone_lr_scale": 0.25}
+LENGTH_BUCKETS = (0, 100, 200, 400, math.inf)  # words
+BUCKET_LABELS = ("<= 100 words", "101-200", "201-400", "> 400")
+_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def pretraining_runs(out_dir: str | Path, profile: str, pretrain_profile: str, seeds, backbone_seeds,
+                     variance_loss: str = "ce", variance_seeds=(0,), source: str = "bundled",
+                     overrides: dict | None = None, pretrain_overrides: dict | None = None,
+                     finetune: dict | None = None, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pre-train the backbones of `backbone_seeds` (finished ones reused), then train every fine-tuning and
+    scratch run not yet finished; return (the runs' rows, the backbones' rows). `overrides` change every run;
+    `finetune` (default FINETUNE) only the runs from a backbone."""
+    from nanogpt.run.pretrain import get_pretrain_profile, pretrain
+    from nanogpt.run.profiles import get_profile
+    from nanogpt.study.runs import run_configs
+
+    if not backbone_seeds:
+        raise ValueError("backbone_seeds is empty: give at least one pre-training seed.")
+    base = get_pretrain_profile(pretrain_profile)
+    backbones = [pretrain(base.replace(seed=s, source=source, out_dir=str(out_dir), quiet=quiet,
+                                       **(pretrain_overrides or {}))) for s in backbone_seeds]
+    prof = get_profile(profile)
+    common = dict(out_dir=str(out_dir), quiet=quiet, source=source, **(overrides or {}))
+    configs = [prof.make_config(loss, s, **common) for loss in ("ce", "bce") for s in seeds]
+    tuned = {**common, **(FINETUNE if finetune is None else finetune)}
+    configs += [prof.make_config(loss, s, init=f"lm:{backbones[0].path}", **tuned) for loss in ("ce", "bce")
+                for s in seeds]
+    configs += [prof.make_config(variance_loss, s, init=f"lm:{b.path}", **tuned) for b in backbones[1:]
+                for s in variance_seeds]
+    runs = run_configs(configs, out_dir, quiet)
+    ids = [b.backbone_id for b in backbones]
+    rows = pd.DataFrame([b.row for b in backbones]).set_index("backbone_id").loc[ids].reset_index()
+    return with_start(runs), rows
+
+
+def with_start(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows with `init` (older rows, written before it existed, started from scratch) and `start`."""
+    runs = runs.copy()
+    runs["init"] = runs["init"].fillna("scratch") if "init" in runs.columns else "scratch"
+    runs["start"] = np.where(runs["init"].astype(str).str.startswith("lm:"), "pre-trained", "scratch")
+    runs["backbone"] = runs["init"].astype(str).str.removeprefix("lm:").where(runs["start"] == "pre-trained", "")
+    return runs
+
+
+def _summary(acc: pd.Series) -> dict:
+    a = np.asarray(acc, float)
+    half = sps.t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size) if a.size > 1 else float("nan")
+    return {"n": int(a.size), "mean": float(a.mean()), "sd": float(a.std(ddof=1)) if a.size > 1 else float("nan"),
+            "ci_low": float(a.mean() - half), "ci_high": float(a.mean() + half), "min": float(a.min()),
+            "max": float(a.max())}
+
+
+def difference_of_differences(a1, b1, a2, b2, level: float = 0.95) -> dict:
+    """(mean a2 - mean b2) - (mean a1 - mean b1) with a Welch-Satterthwaite t interval over the four groups:
+    does the BCE - CE gap change with the start?"""
+    groups = [np.asarray(g, float) for g in (a1, b1, a2, b2)]
+    v = [g.var(ddof=1) / g.size for g in groups]
+    se = math.sqrt(sum(v))
+    df = sum(v) ** 2 / sum(vi**2 / (g.size - 1) for vi, g in zip(v, groups))
+    diff = float((groups[2].mean() - groups[3].mean()) - (groups[0].mean() - groups[1].mean()))
+    half = float(sps.t.ppf(0.5 + level / 2, df) * se)
+    return {"diff": diff, "ci_low": diff - half, "ci_high": diff + half, "df": float(df)}
+
+
+def pretraining_report(runs: pd.DataFrame, backbones: pd.DataFrame, baseline_accuracy: float,
+                       variance_loss: str = "ce", plan: dict | None = None) -> dict:
+    """Every number notebook 06 reports, in points: per (start, loss) summaries of backbone 0's runs and the
+    scratch runs; BCE - CE for each start (the plan's TOST and margin); the lift of pre-training per loss; the
+    change of the gap; the spread over backbones against the spread over fine-tuning seeds; compute."""
+    plan = plan or load_plan()
+    runs = with_start(runs)
+    primary = backbones["backbone_id"].iloc[0]
+    acc = runs.assign(points=runs["val_accuracy"] * 100)
+    main = acc[(acc["start"] == "scratch") | (acc["backbone"] == primary)]
+    report: dict = {"backbone": primary, "baseline_tfidf": baseline_accuracy * 100, "arms": {}, "by_start": {},
+                    "lift": {}}
+    for (start, loss), g in main.groupby(["start", "loss"]):
+        report["arms"][f"{start}/{loss}"] = {**_summary(g["points"]),
+                                             "train_minutes": float(g["train_seconds"].mean() / 60)}
+    arms = {k: main[(main["start"] == s) & (main["loss"] == loss)].set_index("seed")["points"].sort_index()
+            for k, (s, loss) in {"sc": ("scratch", "ce"), "sb": ("scratch", "bce"), "pc": ("pre-trained", "ce"),
+                              "pb": ("pre-trained", "bce")}.items()}
+    for start, (ce, bce) in {"scratch": (arms["sc"], arms["sb"]), "pre-trained": (arms["pc"], arms["pb"])}.items():
+        if len(ce) >= 2 and len(bce) >= 2:
+            report["by_start"][start] = accuracy_claim(ce, bce, plan)
+    for loss, (s, p) in {"ce": (arms["sc"], arms["pc"]), "bce": (arms["sb"], arms["pb"])}.items():
+        if len(s) >= 2 and len(p) >= 2:
+            d, lo, hi = welch_ci(p, s)
+            report["lift"][loss] = {"diff": d, "ci_low": lo, "ci_high": hi}
+    if all(len(a) >= 2 for a in arms.values()):
+        report["gap_change"] = difference_of_differences(arms["sb"], arms["sc"], arms["pb"], arms["pc"])
+    # variance from pre-training: the first variance seed of `variance_loss` on every backbone
+    pre = acc[(acc["start"] == "pre-trained") & (acc["loss"] == variance_loss)]
+    first_seed = int(pre[pre["backbone"] != primary]["seed"].min()) if (pre["backbone"] != primary).any() else 0
+    per_backbone = pre[pre["seed"] == first_seed].set_index("backbone")["points"]
+    per_backbone = per_backbone.reindex([b for b in backbones["backbone_id"] if b in per_backbone.index])
+    over_seeds = arms["pc" if variance_loss == "ce" else "pb"]
+    report["variance"] = {"loss": variance_loss, "seed": first_seed, "backbones": per_backbone.round(4).to_dict(),
+                          "sd_over_backbones": float(per_backbone.std(ddof=1)) if len(per_backbone) > 1 else None,
+                          "n_backbones": int(len(per_backbone)),
+                          "sd_over_finetune_seeds": float(over_seeds.std(ddof=1)) if len(over_seeds) > 1 else None,
+                          "n_finetune_seeds": int(len(over_seeds))}
+    if report["variance"]["sd_over_backbones"] is not None and report["variance"]["sd_over_finetune_seeds"]:
+        n1, n2 = len(per_backbone), len(over_seeds)
+        ratio = report["variance"]["sd_over_backbones"] / report["variance"]["sd_over_finetune_seeds"]
+        f_lo, f_hi = sps.f.ppf([0.975, 0.025], n1 - 1, n2 - 1)  # the F interval of a variance ratio
+        report["variance"].update(sd_ratio=ratio, sd_ratio_ci=[ratio / math.sqrt(f_lo), ratio / math.sqrt(f_hi)])
+    report["pretraining"] = {
+        "minutes_per_backbone": backbones["train_seconds"].astype(float).div(60).round(2).tolist(),
+        "val_perplexity": backbones["val_perplexity"].astype(float).round(2).tolist(),
+        "tokens": backbones["tokens"].astype(int).tolist(),
+        "precision": sorted(set(backbones["precision"].astype(str))),
+    }
+    pc_mean = report["arms"].get("pre-trained/ce", {}).get("mean")
+    pb_mean = report["arms"].get("pre-trained/bce", {}).get("mean")
+    report["beats_baseline"] = {loss: (m > report["baseline_tfidf"]) if m is not None else None
+                                for loss, m in (("ce", pc_mean), ("bce", pb_mean))}
+    return report
+
+
+def pretraining_verdict(report: dict) -> list[str]:
+    """Plain sentences generated from `report` (never written by hand)."""
+    out = []
+    base = report["baseline_tfidf"]
+    arms = report["arms"]
+    for loss in ("ce", "bce"):
+        s, p = arms.get(f"scratch/{loss}"), arms.get(f"pre-trained/{loss}")
+        if s and p:
+            lift = report["lift"].get(loss)
+            lift_text = (f"lift {lift['diff']:+.2f} points, 95% CI [{lift['ci_low']:+.2f}, {lift['ci_high']:+.2f}]"
+                         if lift else "lift not estimable")
+            side = "above" if p["mean"] > base else "below"
+            out.append(f"{loss.upper()}: {p['mean']:.2f}% pre-trained (n = {p['n']}) against {s['mean']:.2f}% from "
+                       f"scratch (n = {s['n']}), {lift_text}; {abs(p['mean'] - base):.2f} points {side} TF-IDF "
+                       f"({base:.2f}%).")
+    for start, claim in report["by_start"].items():
+        what = {"difference": "a difference", "equivalent": f"equivalent within +-{claim['margin']:g} points",
+                "undecided": "undecided"}[claim["decision"]]
+        out.append(f"BCE - CE {start}: {claim['diff']:+.2f} points, 95% CI [{claim['ci_low']:+.2f}, "
+                   f"{claim['ci_high']:+.2f}], TOST p = {claim['tost_p']:.2g}: {what} (n = {claim['n_ce']} + "
+                   f"{claim['n_bce']}).")
+    gap = report.get("gap_change")
+    if gap:
+        changed = gap["ci_low"] > 0 or gap["ci_high"] < 0
+        out.append(f"The BCE - CE gap changes by {gap['diff']:+.2f} points with pre-training, 95% CI "
+                   f"[{gap['ci_low']:+.2f}, {gap['ci_high']:+.2f}]: "
+                   + ("the start changes the verdict." if changed else
+                      "no change detected at this n (the hidden assumption holds as far as these runs can tell)."))
+    var = report["variance"]
+    if var.get("sd_over_backbones") is not None:
+        text = (f"{var['loss'].upper()} seed {var['seed']} over {var['n_backbones']} backbones: sd "
+                f"{var['sd_over_backbones']:.2f} points")
+        if var.get("sd_over_finetune_seeds") is not None:
+            text += f", against {var['sd_over_finetune_seeds']:.2f} over {var['n_finetune_seeds']} fine-tuning seeds"
+            text += " of one backbone"
+        if "sd_ratio" in var:  # not when the fine-tuning seeds agree exactly (sd 0)
+            lo, hi = var["sd_ratio_ci"]
+            text += f" (ratio {var['sd_ratio']:.2f}, 95% CI [{lo:.2f}, {hi:.2f}])"
+        out.append(text + ".")
+    return out
+
+
+# --------------------------------------------------------------------------------------- short inputs
+
+
+def first_sentences(text: str, n: int = 2) -> str:
+    """The first `n` sentences of a review (HTML line breaks as spaces): what a service gets as a one-liner."""
+    clean = " ".join(_BREAK.sub(" ", text).split())
+    return " ".join(_SENTENCE_END.split(clean)[:n])
+
+
+def length_bucket(texts) -> pd.Series:
+    words = pd.Series([len(t.split()) for t in texts])
+    return pd.cut(words, LENGTH_BUCKETS, labels=BUCKET_LABELS, right=True)
+
+
+def probe_accuracy(labels, probabilities: dict[str, np.ndarray], texts) -> pd.DataFrame:
+    """Accuracy (points) of every model's P(positive) on the same reviews, overall and per length bucket of the
+    full reviews `texts`: one row per model."""
+    labels = np.asarray(labels)
+    bucket = length_bucket(texts)
+    rows = []
+    for name, p in probabilities.items():
+        correct = pd.Series((np.asarray(p) > 0.5) == labels)
+        row = {"model": name, "all": 100 * correct.mean()}
+        row.update({str(b): 100 * correct[bucket == b].mean() for b in BUCKET_LABELS})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def tfidf_probabilities(source: str, split_seed: int, val_fraction: float, texts_by_input: dict[str, list[str]]
+                        ) -> dict[str, np.ndarray]:
+    """TF-IDF + logistic regression (baseline.py's settings), fitted on the training split, scored on each of
+    `texts_by_input` (e.g. full reviews and their first two sentences)."""
+    from nanogpt.study.baseline import fit_tfidf
+
+    vec, model = fit_tfidf(source, split_seed, val_fraction)
+    return {k: model.predict_proba(vec.transform(v))[:, 1] for k, v in texts_by_input.items()}
+
+
+# --------------------------------------------------------------------------------------- reading back
+
+
+def of_recipe(runs: pd.DataFrame, finetune: dict | None = None) -> pd.DataFrame:
+    """The rows trained as the study trains them: scratch rows with the profile's own settings of the `finetune`
+    fields, pre-trained rows with `finetune` (default FINETUNE). Rows of other recipes (the measurements that
+    chose it) stay in runs.csv but out of the comparison."""
+    import json
+
+    from nanogpt.run.config import TrainConfig
+
+    finetune = FINETUNE if finetune is None else finetune
+    runs = with_start(runs)
+    default = TrainConfig()
+    configs = runs["config"].map(json.loads)
+    keep = [all(c.get(k, getattr(default, k)) == (v if start == "pre-trained" else getattr(default, k))
+                for k, v in finetune.items()) for c, start in zip(configs, runs["start"])]
+    return runs[keep].reset_index(drop=True)
+
+
+def stored_pretraining(results_dir: str | Path, profile: str, pretrain_profile: str,
+                       finetune: dict | None = None, pretrain_overrides: dict | None = None
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The finished runs of `profile` (of the study's recipe, `of_recipe`) and the backbones of
+    `pretrain_profile` with `pretrain_overrides` (seed order; backbones trained otherwise, such as the budget
+    points of `pretraining_budget`, and the runs from them are left out) a results folder holds: what notebook
+    06 analyses when it does not train (a fresh clone reads the committed files)."""
+    from nanogpt.run.results import read_results, runs_csv
+
+    runs = read_results(runs_csv(results_dir), finished_only=True)
+    runs = of_recipe(runs[runs["profile"] == profile], finetune) if not runs.empty else runs
+    backbones = stored_backbones(results_dir, pretrain_profile, pretrain_overrides)
+    backbones = backbones[backbones["differs"].map(len) == 0].drop(columns="differs")
+    if runs.empty or backbones.empty:
+        raise FileNotFoundError(f"{results_dir} holds no '{profile}' runs or no '{pretrain_profile}' backbones yet. "
+                                "Fix: run notebook 06 with train=True (or `python -m nanogpt study --pretraining`).")
+    ids = set(backbones["backbone_id"])
+    runs = runs[(runs["start"] == "scratch") | runs["backbone"].isin(ids)]  # of_recipe has added start, backbone
+    used = set(runs["backbone"]) - {""}
+    return runs.reset_index(drop=True), backbones[backbones["backbone_id"].isin(used)].reset_index(drop=True)
+
+
+def stored_backbones(results_dir: str | Path, pretrain_profile: str, overrides: dict | None = None) -> pd.DataFrame:
+    """The backbones.csv rows of `pretrain_profile` (seed order), each with `differs`: the fields (other than the
+    seed and the fields that change nothing computed) in which it departs from the profile with `overrides`,
+    e.g. ('max_steps',) for a shorter or longer pre-training. The study's backbones differ in nothing."""
+    import json
+
+    from nanogpt.run.pretrain import LOCAL_FIELDS, NEUTRAL_DEFAULTS, get_pretrain_profile
+
+    path = Path(results_dir) / "backbones.csv"
+    rows = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["backbone_id", "profile", "seed", "config"])
+    rows = rows[rows["profile"] == pretrain_profile].sort_values(["seed", "steps"] if "steps" in rows else "seed")
+    base = json.loads(json.dumps(get_pretrain_profile(pretrain_profile).replace(**(overrides or {})).__dict__))
+    skip = {"seed", *LOCAL_FIELDS}
+    stored = [{**NEUTRAL_DEFAULTS, **json.loads(c)} for c in rows["config"]]  # rows from before a field existed
+    rows["differs"] = [tuple(k for k in base if k not in skip and c.get(k) != base[k]) for c in stored]
+    return rows.reset_index(drop=True)
+
+
+def pretraining_budget(runs: pd.DataFrame, backbones: pd.DataFrame, loss: str = "ce", seed: int = 0,
+                       finetune: dict | None = None) -> pd.DataFrame:
+    """Accuracy against the pre-training budget: `loss`/`seed` fine-tuned with the study's recipe from every
+    backbone of `backbones` (`stored_backbones`) that departs from its profile in the number of steps at most,
+    and from scratch (0 tokens); with each backbone's tokens, validation perplexity and minutes."""
+    runs = of_recipe(runs[(runs["loss"] == loss) & (runs["seed"] == seed)], finetune)
+    backbones = backbones[backbones["differs"].map(lambda d: set(d) <= {"max_steps"})]
+    rows = [{"backbone_id": "", "backbone_seed": None, "tokens": 0, "val_perplexity": None, "backbone_minutes": 0.0}]
+    rows += [{"backbone_id": b["backbone_id"], "backbone_seed": int(b["seed"]), "tokens": int(b["tokens"]),
+              "val_perplexity": float(b["val_perplexity"]), "backbone_minutes": float(b["train_seconds"]) / 60}
+             for _, b in backbones.iterrows()]
+    curve = pd.DataFrame(rows).merge(runs[["backbone", "val_accuracy", "train_seconds"]], left_on="backbone_id",
+                                     right_on="backbone", how="inner").drop(columns="backbone")
+    return curve.assign(accuracy=curve["val_accuracy"] * 100,
+                        total_minutes=curve["backbone_minutes"] + curve["train_seconds"] / 60).sort_values(
+        ["tokens", "backbone_seed"], na_position="first").reset_index(drop=True)
+
+
+def backbone_histories(results_dir: str | Path, backbones: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    out = {}
+    for _, b in backbones.iterrows():
+        path = Path(results_dir) / "backbones" / b["backbone_id"] / "history.csv"
+        if path.is_file():
+            out[f"seed {b['seed']} ({b['backbone_id']})"] = pd.read_csv(path)
+    return out
+
+
+def compute_points(results_dir: str | Path, runs: pd.DataFrame, backbones: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy against compute minutes, one row per validation pass of each run (its final pass only where the
+    run folder with its learning curve is not here): `minutes` charges a pre-trained run its whole backbone,
+    `minutes_shared` the backbone's minutes divided by the runs fine-tuned from it."""
+    from nanogpt.run.results import load_histories
+
+    runs = with_start(runs)
+    hist = load_histories(results_dir, runs)
+    have = set(hist["run_id"]) if not hist.empty else set()
+    frames = [hist[hist["val_accuracy"].notna()][["run_id", "train_seconds", "val_accuracy"]]] if have else []
+    rest = runs[~runs["run_id"].isin(have)]
+    frames.append(rest[["run_id", "train_seconds", "val_accuracy"]])
+    points = pd.concat(frames, ignore_index=True).merge(runs[["run_id", "loss", "start", "backbone"]], on="run_id")
+    return _charged(points, runs, backbones)
+
+
+def _charged(frame: pd.DataFrame, runs: pd.DataFrame, backbones: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (train_seconds and backbone per row) with its compute: `backbone_minutes`, `minutes` (training plus
+    the whole backbone) and `minutes_shared` (plus the backbone divided among the `runs` fine-tuned from it)."""
+    minutes = backbones.set_index("backbone_id")["train_seconds"].astype(float) / 60
+    sharing = runs[runs["start"] == "pre-trained"].groupby("backbone").size()
+    pre = frame["backbone"].map(minutes).fillna(0.0)
+    return frame.assign(accuracy=frame["val_accuracy"] * 100, backbone_minutes=pre,
+                        minutes=frame["train_seconds"] / 60 + pre,
+                        minutes_shared=frame["train_seconds"] / 60 + pre / frame["backbone"].map(sharing).fillna(1.0))
+
+
+def compute_table(runs: pd.DataFrame, backbones: pd.DataFrame) -> pd.DataFrame:
+    """Final accuracy against total compute per (start, loss), from the rows' measured train_seconds: minutes
+    of fine-tuning, of the backbone (whole: one run pays for it; shared: divided among the runs fine-tuned from
+    it), and the accuracy points each extra minute over the scratch runs of that loss bought. Pre-trained runs:
+    those of the first backbone, as in `pretraining_report`'s arms."""
+    runs = with_start(runs)
+    runs = runs[(runs["start"] == "scratch") | (runs["backbone"] == backbones["backbone_id"].iloc[0])]
+    runs = _charged(runs, runs, backbones).assign(train=runs["train_seconds"] / 60)
+    table = runs.groupby(["start", "loss"]).agg(runs=("accuracy", "size"), accuracy=("accuracy", "mean"),
+                                                 finetune_minutes=("train", "mean"),
+                                                 backbone_minutes=("backbone_minutes", "mean"),
+                                                 total_minutes=("minutes", "mean"),
+                                                 shared_minutes=("minutes_shared", "mean"))
+    scratch = table.xs("scratch", level="start")
+    for col, out in (("total_minutes", "points_per_extra_minute"), ("shared_minutes", "points_per_extra_minute_shared")):
+        extra = table[col] - table.index.get_level_values("loss").map(scratch[col]).to_numpy()
+        gain = table["accuracy"] - table.index.get_level_values("loss").map(scratch["accuracy"]).to_numpy()
+        table[out] = (gain / extra).where(extra > 0)
+    return table.reset_index()
+
+
+def probe_models(results_dir: str | Path, runs: pd.DataFrame, primary: str, seed: int = 0) -> dict[str, Path]:
+    """The checkpoints of `seed` from scratch and from backbone `primary`, per loss, that are on disk."""
+    from nanogpt.run.rundir import RunDir
+
+    runs = with_start(runs)
+    out = {}
+    for start, backbone in (("scratch", ""), ("pre-trained", primary)):
+        for loss in ("ce", "bce"):
+            row = runs[(runs["start"] == start) & (runs["backbone"] == backbone) & (runs["loss"] == loss)
+                       & (runs["seed"] == seed)]
+            if len(row):
+                path = RunDir(results_dir, str(row["run_id"].iloc[0])).model
+                if path.is_file():
+                    out[f"{loss.upper()} {start} (seed {seed})"] = path
+    return out
+
+
+def short_input_probe(models: dict[str, Path], source: str, split_seed: int, val_fraction: float,
+                      limit: int | None = None) -> pd.DataFrame:
+    """Accuracy (points) of each model and of TF-IDF on the validation reviews by length bucket, and on the
+    first two sentences of every validation review (of the first `limit` of them, if given)."""
+    from nanogpt.data.imdb import load_imdb
+    from nanogpt.serve.predict import Classifier
+
+    val = load_imdb(source, split_seed=split_seed, val_fraction=val_fraction)["validation"]
+    if limit is not None:
+        val = val.select(range(min(limit, len(val))))
+    texts, labels = list(val["text"]), np.asarray(val["label"])
+    short = [first_sentences(t) for t in texts]
+    full_p, short_p = {}, {}
+    for name, path in models.items():
+        clf = Classifier.load(path)
+        full_p[name], short_p[name] = clf.predict(texts).probabilities, clf.predict(short).probabilities
+    tfidf = tfidf_probabilities(source, split_seed, val_fraction, {"full": texts, "short": short})
+    full_p["TF-IDF"], short_p["TF-IDF"] = tfidf["full"], tfidf["short"]
+    table = probe_accuracy(labels, full_p, texts)
+    table["first 2 sentences"] = [100 * np.mean((short_p[m] > 0.5) == labels) for m in table.index]
+    return table
