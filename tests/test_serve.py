@@ -64,7 +64,7 @@ def checkpoints(tiny_run):
 @pytest.fixture(scope="module")
 def server(checkpoints):
     models = load_models([checkpoints["ce"], checkpoints["bce"]])
-    limits = Limits(max_texts=16, max_chars=5000, max_body_bytes=50_000, max_batch=32, max_wait_ms=20)
+    limits = Limits(max_texts=16, max_chars=5000, max_body_bytes=100_000, max_batch=32, max_wait_ms=20)
     with ServerThread(create_app(models, limits)) as srv:
         yield srv
 
@@ -138,9 +138,9 @@ def test_malformed_json_and_oversized_bodies(server):
     assert r.status_code == 422 and "invalid JSON" in r.json()["error"]
     r = httpx.post(f"{server.url}/v1/classify", content=b'{"texts": ["good"]}', headers={"content-type": "text/plain"})
     assert r.status_code == 422 and "Content-Type: application/json" in r.json()["error"]
-    big = json.dumps({"texts": ["x" * 60_000]}).encode()
+    big = json.dumps({"texts": ["x" * 120_000]}).encode()
     r = httpx.post(f"{server.url}/v1/classify", content=big, headers={"content-type": "application/json"})
-    assert r.status_code == 413 and r.json()["limit"] == 50_000  # by Content-Length, before reading the body
+    assert r.status_code == 413 and r.json()["limit"] == 100_000  # by Content-Length, before reading the body
     chunks = (big[i : i + 8192] for i in range(0, len(big), 8192))  # no Content-Length: counted as it streams
     r = httpx.post(f"{server.url}/v1/classify", content=chunks, headers={"content-type": "application/json"})
     assert r.status_code == 413
@@ -265,3 +265,50 @@ def test_models_are_named_and_the_command_line_is_checked(checkpoints, tmp_path,
         assert main(args) == code
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and text in err[0], err
+
+
+def test_the_openapi_document_states_what_the_service_enforces(server):
+    """/openapi.json carries the limits the service was started with, every error response with its body, and
+    /metrics' content type; requests drawn from the schema alone are all answered 200, and what it calls blank
+    is exactly what the service refuses as empty."""
+    import re
+
+    from nanogpt.serve.contract import NOT_BLANK, is_blank
+
+    doc = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
+    request = doc["components"]["schemas"]["ClassifyRequest"]
+    texts = request["properties"]["texts"]
+    assert (texts["minItems"], texts["maxItems"]) == (1, 16)
+    assert (texts["items"]["minLength"], texts["items"]["maxLength"], texts["items"]["pattern"]) == (1, 5000, NOT_BLANK)
+    assert request["x-max-body-bytes"] == 100_000
+    loaded = httpx.get(f"{server.url}/v1/models", timeout=30).json()["models"]
+    assert sorted(request["properties"]["model"]["anyOf"][0]["enum"]) == sorted(m["name"] for m in loaded)
+    responses = doc["paths"]["/v1/classify"]["post"]["responses"]
+    assert {"200", "404", "413", "422", "500", "503"} <= set(responses)
+    for code in ("404", "413", "422"):
+        assert responses[code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert doc["components"]["schemas"]["Error"]["required"] == ["error"]
+    metrics = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == [httpx.get(f"{server.url}/metrics", timeout=30).headers["content-type"]]
+    for c in range(0x110000):  # the pattern and the service agree on every single character
+        ch = chr(c)
+        if 0xD800 <= c <= 0xDFFF:
+            continue
+        assert is_blank(ch * 2) == (not (ch * 2).strip()) == (re.search(NOT_BLANK, ch * 2) is None), hex(c)
+    # too many, too long, blank: each refused with the status the document gives for it
+    assert post(server.url, {"texts": ["good"] * 17}).status_code == 413
+    assert post(server.url, {"texts": ["x" * 5001]}).status_code == 413
+    assert post(server.url, {"texts": ["\u2003\x1c"]}).status_code == 422
+
+
+schema_texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60).filter(
+    lambda t: bool(t.strip()))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(schema_texts, min_size=1, max_size=16), model=st.sampled_from([None, "ce", "bce"]))
+def test_every_request_the_schema_calls_valid_is_answered(server, texts, model):
+    body = {"texts": texts} if model is None else {"texts": texts, "model": model}
+    r = post(server.url, body)
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    assert len(r.json()["results"]) == len(texts)

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nanogpt.core.losses import LABEL_NAMES
 from nanogpt.serve.batcher import MicroBatcher
+from nanogpt.serve.contract import is_blank, openapi_contract
 
 log = logging.getLogger("nanogpt.serve.service")
 WARMUP_TEXT = "A warm-up review: the service is getting ready."
@@ -51,6 +52,10 @@ class Limits:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}.")
+        if self.max_body_bytes < self.max_texts * (self.max_chars + 4) + 64:  # the schema's largest ASCII request
+            raise ValueError(f"max_body_bytes {self.max_body_bytes} cannot hold {self.max_texts} texts of "
+                             f"{self.max_chars} characters, which the published schema allows: raise it to at least "
+                             f"{self.max_texts * (self.max_chars + 4) + 64} or lower max_texts / max_chars.")
 
 
 @dataclass
@@ -272,7 +277,7 @@ def create_app(models: dict[str, ServedModel], limits: Limits = Limits(), api_ke
             if len(text) > limits.max_chars:
                 return _error(413, f"texts.{i}: {len(text)} characters, over the limit of {limits.max_chars}",
                               field=f"texts.{i}", limit=limits.max_chars)
-            if not text.strip():
+            if is_blank(text):
                 return _error(422, f"texts.{i}: the text is empty", field=f"texts.{i}")
         served = models[name]
         if not served.ready:
@@ -308,6 +313,12 @@ def create_app(models: dict[str, ServedModel], limits: Limits = Limits(), api_ke
     async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def contract():
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_contract(app, limits, list(models), api_key is not None, CONTENT_TYPE_LATEST)
+        return app.openapi_schema
+
+    app.openapi = contract
     known = {"/v1/classify", "/v1/models", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
     app.add_middleware(Guard, limit=limits.max_body_bytes, api_key=api_key, metrics=metrics, known_paths=known)
     return app
