@@ -108,6 +108,7 @@ def test_notebook_04_tells_the_committed_powered_study(tmp_path):
 
     from nanogpt.run.results import one_population, read_results
     from nanogpt.study.powered import powered_report
+    from nanogpt.study.stability import plan_samples
 
     repo = NOTEBOOK_DIR.parent
     tracked = subprocess.run(["git", "ls-files", "results"], cwd=repo, capture_output=True, text=True, check=True)
@@ -124,9 +125,19 @@ def test_notebook_04_tells_the_committed_powered_study(tmp_path):
     written = json.loads((tmp_path / "results" / "powered-fast.json").read_text())
     runs = read_results(tmp_path / "results" / "runs.csv", finished_only=True)
     runs, _ = one_population(runs[runs["profile"] == "fast"], prefer=("cpu", "fp32"))
-    assert written["verdict"] == powered_report(runs, n_boot=2000)["verdict"]
+    planned, replication = plan_samples(runs, "fast")  # plan 1 keeps to its own seeds
+    assert written["verdict"] == powered_report(planned, n_boot=2000)["verdict"]
     assert written["accuracy"]["n_ce"] >= 20 and written["resplit"] is not None
     assert written["profile"] == "fast" and written["population"] == "cpu/fp32"
+    # plan 2: its report and figures, the decision and point estimates those of the committed report
+    churn = json.loads((tmp_path / "results" / "stability-fast.json").read_text())
+    committed = json.loads((repo / "results" / "stability-fast.json").read_text())
+    assert churn["primary"]["decision"] == committed["primary"]["decision"] == "equivalent"
+    for key in ("ratio", "churn_ce", "churn_bce", "between", "n_ce"):
+        assert churn["primary"][key] == pytest.approx(committed["primary"][key]), key
+    assert churn["primary"]["n_ce"] == len(replication) // 2 >= 5
+    for name in ("04_churn.png", "04_churn_where.png", "04_seed_ensemble.png", "04_paper_observation.png"):
+        assert (tmp_path / "figures" / "fast" / name).stat().st_size > 10_000, name
 
 
 @pytest.mark.slow

@@ -16,12 +16,13 @@ import pandas as pd
 
 
 def label_matrix(predictions: dict[str, pd.DataFrame], run_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels runs x reviews as float32 0/1, P(positive) as float32, the reviews' true labels) for `run_ids`, in
-    that order. A ValueError when the runs were scored on different reviews (their label columns differ)."""
+    """(labels runs x reviews as float32 0/1, P(positive) rounded to float16, the reviews' true labels) for
+    `run_ids`, in that order. A ValueError when the runs were scored on different reviews (their label columns differ)."""
     ids = list(run_ids)
     if not ids:
         raise ValueError("no runs to build a label matrix from")
-    probs = np.stack([predictions[r]["positive_probability"].to_numpy(np.float32) for r in ids])
+    # at the archive's precision (float16): a run folder's CSV and a fresh clone's archive then give the same labels
+    probs = np.stack([predictions[r]["positive_probability"].to_numpy(np.float16) for r in ids]).astype(np.float32)
     truth = predictions[ids[0]]["label"].to_numpy()
     for r in ids[1:]:
         if not np.array_equal(predictions[r]["label"].to_numpy(), truth):
