@@ -6,6 +6,7 @@ bf16 matmul ran 4-5x faster than fp32; elsewhere bf16 is emulated and slower tha
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 from pathlib import Path
 
@@ -31,11 +32,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def cpu_has_fast_bf16() -> bool:
     """True where the CPU multiplies bf16 natively (AMX or AVX512-BF16): measured 4x fp32 on these machines."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in (" amx_bf16", " avx512_bf16"))
+    return bool({"amx_bf16", "avx512_bf16"} & set(_cpuinfo().get("flags", "").split()))
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -74,8 +71,9 @@ def prepare_device(device: torch.device, num_threads: int | None = None) -> None
 KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 
 
+@functools.cache
 def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields of /proc/cpuinfo ({} where there is none: macOS, Windows)."""
+    """The first processor's fields of /proc/cpuinfo ({} where there is none: macOS, Windows), read once."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -92,6 +90,11 @@ def processor_of(device_type: str = "cpu") -> dict[str, str]:
     (AuthenticAMD family 25 model 17)', or the GPU's name) and `isa` (what selects its kernels: the CPU's
     KERNEL_FLAGS and torch's CPU capability, e.g. 'avx2 avx512f avx512_bf16; torch AVX512'; for a GPU its
     compute capability). Two rows of one run id agree bit for bit only when both fields agree."""
+    return dict(_processor(device_type))  # a copy: callers spread it into rows
+
+
+@functools.cache
+def _processor(device_type: str) -> dict[str, str]:
     if device_type == "cuda" and torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()
         return {"processor": torch.cuda.get_device_name(), "isa": f"sm_{major}{minor}; CUDA {torch.version.cuda}"}

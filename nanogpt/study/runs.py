@@ -186,12 +186,9 @@ def finished_elsewhere(out_dir: str | Path, index: pd.DataFrame, pending: list) 
 
     if index.empty or not pending:
         return {}
-    here = {}
     out = {}
     for cfg, rid in pending:
-        device = cfg.population()[0]
-        here.setdefault(device, processor_of(device))
-        prior = foreign_finished_row(index, {"run_id": rid, **here[device]})
+        prior = foreign_finished_row(index, {"run_id": rid, **processor_of(cfg.population()[0])})
         if prior is not None:
             out[rid] = processor_key(prior)
     return out

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from nanogpt.core.resources import REPO_ROOT
+from nanogpt.data.imdb import DEFAULT_SPLIT_SEED
 from nanogpt.run.predictions import available_val_predictions
 from nanogpt.run.results import describe_processor, processor_key
 from nanogpt.study import churn as C
@@ -29,7 +30,7 @@ def plan_samples(rows: pd.DataFrame, profile: str) -> tuple[pd.DataFrame, pd.Dat
     if profile != "fast" or rows.empty:
         return rows, rows.iloc[:0]
     arm = rows["arm"].fillna(rows["loss"]) if "arm" in rows.columns else rows["loss"]
-    second = (rows["split_seed"] == 1337) & (arm == rows["loss"]) & rows["seed"].isin(list(REPLICATION_SEEDS))
+    second = (rows["split_seed"] == DEFAULT_SPLIT_SEED) & (arm == rows["loss"]) & rows["seed"].isin(list(REPLICATION_SEEDS))
     return rows[~second].reset_index(drop=True), rows[second].reset_index(drop=True)
 
 
@@ -38,8 +39,8 @@ def load_plan2(path: str | Path = PLAN2_PATH) -> dict:
 
 
 def matched(rows: pd.DataFrame, seeds=None) -> pd.DataFrame:
-    """The fixed design's CE and BCE rows of the seeds both arms have (within `seeds` if given), by seed."""
-    rows = rows[rows["arm"].fillna(rows["loss"]) == rows["loss"]]
+    """Of fixed-design rows (results.fixed_design), the CE and BCE rows of the seeds both arms have (within
+    `seeds` if given), by seed."""
     if seeds is not None:
         rows = rows[rows["seed"].isin(list(seeds))]
     both = set(rows.loc[rows["loss"] == "ce", "seed"]) & set(rows.loc[rows["loss"] == "bce", "seed"])
@@ -100,12 +101,15 @@ def sample_shift(pilot: pd.DataFrame, replication: pd.DataFrame, predictions: di
     return out
 
 
-def review_section(rows: pd.DataFrame, predictions: dict, lengths: np.ndarray | None, seed: int = 0) -> dict:
+def review_section(rows: pd.DataFrame, predictions: dict, lengths: np.ndarray | None, seed: int = 0,
+                   flips: int = 4) -> dict:
     """Per review and per arm: where the flips sit (by the ensemble's confidence, by length), and the seed
-    ensemble's accuracy against k."""
+    ensemble's accuracy against k; and the `flipping` reviews both arms split on most evenly."""
     out = {"by_confidence": {}, "by_length": {}, "ensemble": {}, "p_correct": {}}
+    positive = {}
     for loss in ("ce", "bce"):
         labels, probs, truth = labels_of(rows, predictions, loss)
+        positive[loss] = labels.mean(0)
         rev = C.per_review(labels, truth)
         confidence = np.abs(probs.mean(0) - 0.5)
         out["by_confidence"][loss] = C.churn_by(rev["flip"].to_numpy(), confidence, [0, 0.1, 0.2, 0.3, 0.4, 0.5],
@@ -118,6 +122,9 @@ def review_section(rows: pd.DataFrame, predictions: dict, lengths: np.ndarray | 
         out["p_correct"][loss] = {"always_right": float((rev["p_correct"] == 1).mean()),
                                   "always_wrong": float((rev["p_correct"] == 0).mean()),
                                   "flips_at_all": float((rev["flip"] > 0).mean())}
+    split = np.abs((positive["ce"] + positive["bce"]) / 2 - 0.5)
+    out["flipping"] = [{"review": int(i), "ce_positive": float(positive["ce"][i]),
+                        "bce_positive": float(positive["bce"][i])} for i in np.argsort(split, kind="stable")[:flips]]
     return out
 
 
@@ -137,10 +144,9 @@ def stability_report(runs: pd.DataFrame, results_dir: str | Path, plan: dict | N
               "samples": {name: describe_sample(s) for name, s in
                           (("pilot", pilot), ("replication", replication), ("all", every))}}
     band = tuple(plan["primary"]["equivalence_band"])
-    report["all_runs"] = None
+    report["all_runs"] = churn_section(every, predictions, n_boot, seed, n_perm) if len(every) >= 6 else None
     if not planned:
         pilot = replication = every.iloc[:0]
-        report["all_runs"] = churn_section(every, predictions, n_boot, seed, n_perm) if len(every) >= 6 else None
     if len(replication) >= 2 * 5:
         primary = churn_section(replication, predictions, n_boot, seed, n_perm)
         rule = C.band_decision(primary["ratio"], primary["ratio_ci"], band, primary["n_ce"])
@@ -149,7 +155,6 @@ def stability_report(runs: pd.DataFrame, results_dir: str | Path, plan: dict | N
         report["replication_accuracy"] = accuracy_claim(acc(replication, "ce"), acc(replication, "bce"), plan1)
         report["sd_ratio"] = {name: stability_claim(acc(s, "ce"), acc(s, "bce"), plan1, n_boot, seed)
                               for name, s in (("replication", replication), ("all", every))}
-        report["churn_all_runs"] = churn_section(every, predictions, n_boot, seed, n_perm)
         report["processor"] = (sample_shift(pilot, replication, predictions, n_boot, seed, n_perm)
                                if len(pilot) >= 10 else None)
     else:
@@ -200,7 +205,7 @@ def stability_verdict(report: dict) -> list[str]:
                      f"{report['sd_ratio']['all']['sd_ratio_ci_high']:.2f}].")
     if report["pilot"]:
         lines.append(churn_sentence(report["pilot"], "Pilot (seeds 0-99, post hoc)") + ".")
-    if report["all_runs"]:
+    if report["all_runs"] and not p:  # beside a decision, the pooled churn is in the report, not the verdict
         lines.append(churn_sentence(report["all_runs"], "Churn (all runs; no plan decides it for this profile)")
                      + ".")
     shift = report.get("processor")
@@ -244,13 +249,9 @@ def validation_reviews(profile: str = "fast") -> pd.DataFrame:
     return frame
 
 
-def flipping_reviews(rows: pd.DataFrame, predictions: dict, reviews: pd.DataFrame, k: int = 4) -> pd.DataFrame:
-    """The k reviews on which the runs of both arms split most evenly, with how many runs of each arm call them
-    positive: what a retrained model changes its mind about."""
-    out = reviews.copy()
-    for loss in ("ce", "bce"):
-        labels, _, _ = labels_of(rows, predictions, loss)
-        out[f"{loss}_positive"] = labels.mean(0)
-    out["split"] = (out["ce_positive"] + out["bce_positive"]) / 2
-    chosen = out.iloc[np.argsort(np.abs(out["split"].to_numpy() - 0.5), kind="stable")[:k]]
-    return chosen.assign(text=chosen["text"].str.slice(0, 300) + "...").drop(columns="split")
+def flipping_reviews(report: dict, reviews: pd.DataFrame) -> pd.DataFrame:
+    """The reviews of the report's `flipping` list (validation_reviews' rows), with the share of each arm's runs
+    that call them positive: what a retrained model changes its mind about."""
+    flips = pd.DataFrame(report["reviews"]["flipping"]).set_index("review")
+    chosen = reviews.iloc[flips.index].join(flips)
+    return chosen.assign(text=chosen["text"].str.slice(0, 300) + "...")

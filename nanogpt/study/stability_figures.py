@@ -12,8 +12,8 @@ COLORS = {"ce": "#4f81bd", "bce": "#c0504d", "between": "#7f7f7f"}
 
 def plot_churn(report: dict, profile: str):
     """Churn within CE, within BCE and between them, with 95% CIs, for each sample the report has."""
-    samples = [(name, report[key]) for name, key in (("pilot", "pilot"), ("replication (plan 2)", "primary"),
-                                                      ("all runs", "all_runs")) if report.get(key)]
+    samples = [(name, report[key]) for name, key in (("pilot", "pilot"), ("replication (plan 2)", "primary"))
+               if report.get(key)] or [("all runs", report["all_runs"])]
     fig, ax = plt.subplots(figsize=(7.5, 4))
     width = 0.25
     for i, (_, c) in enumerate(samples):
