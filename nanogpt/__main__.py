@@ -5,23 +5,23 @@ running (bad data, a missing or foreign checkpoint, no network for the hub, ...)
 """
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import sys
-import types
-import typing
-from dataclasses import fields
 from pathlib import Path
+
+from nanogpt.cli import (  # noqa: F401 (LOSS_CHOICES and OWN_OPTIONS: the grammar's names, as tests read them here)
+    LOSS_CHOICES,
+    OWN_OPTIONS,
+    PRETRAIN_OWN_OPTIONS,
+    UsageError,
+    _overrides,
+    build_parser,
+)
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
-LOSS_CHOICES = ("ce", "bce")  # nanogpt.core.losses.LOSS_NAMES; spelled here so --help needs no torch import
-# TrainConfig fields that have an option of their own: `--set` refuses them and names the option.
-OWN_OPTIONS = {"out_dir": "--out", "quiet": "--quiet", "loss": "--loss", "seed": "--seed/--seeds",
-               "profile": "--profile", "source": "--source", "device": "--device", "precision": "--precision",
-               "init": "--init", "max_steps": "--steps", "keep": "--keep"}
 
 
 class Terminated(KeyboardInterrupt):
@@ -30,170 +30,6 @@ class Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum, frame):
     raise Terminated()
-
-
-class UsageError(Exception):
-    """A bad command line (exit code 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse prints usage + error; we want one line and exit 2
-        raise UsageError(f"{message} (see `python -m nanogpt {self.prog.split()[-1]} --help`)"
-                         if " " in self.prog else message)
-
-
-# PretrainConfig fields that have an option of their own in `pretrain`.
-PRETRAIN_OWN_OPTIONS = {"seed": "--seed/--seeds", "profile": "--profile", "source": "--source", "out_dir": "--out",
-                        "device": "--device", "precision": "--precision", "max_steps": "--steps", "quiet": "--quiet"}
-
-
-def _coerce(name: str, text: str, config_cls=None, own: dict | None = None):
-    """Turn `--set name=text` into the type of <config_cls>.<name> (TrainConfig by default); fields in `own`
-    (OWN_OPTIONS by default) have an option of their own and are refused here."""
-    if config_cls is None:
-        from nanogpt.run.config import TrainConfig as config_cls
-    own = OWN_OPTIONS if own is None else own
-    hints = typing.get_type_hints(config_cls)
-    if name in own:
-        raise UsageError(f"--set {name}: use {own[name]} instead.")
-    if name not in hints:
-        raise UsageError(f"--set {name}: no such setting. Settings: {', '.join(f.name for f in fields(config_cls))}")
-    hint = hints[name]
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
-    if type(None) in args and text.lower() in ("none", "null", ""):
-        return None
-    base = next(a for a in args if a is not type(None))
-    try:
-        if typing.get_origin(base) is tuple:  # e.g. cutoffs=2000,10000
-            item = typing.get_args(base)[0]
-            return tuple(item(x) for x in text.split(","))
-        if base is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        return base(text)
-    except ValueError:
-        raise UsageError(f"--set {name}={text}: expected {base.__name__ if isinstance(base, type) else base}.") from None
-
-
-def _overrides(pairs: list[str], config_cls=None, own: dict | None = None) -> dict:
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise UsageError(f"--set {pair!r}: write it as key=value, e.g. --set max_steps=200.")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = _coerce(key.strip(), value.strip(), config_cls, own)
-    return out
-
-
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default=None, help="smoke | fast | cpu | paper (default: paper with CUDA, else cpu)")
-    p.add_argument("--source", default="bundled", help="bundled (offline, default) | hub | path to a CSV")
-    p.add_argument("--out", default="results", help="results folder (default: results)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
-    p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"))
-    p.add_argument("--init", default=None, metavar="scratch|gpt2|lm:PATH",
-                   help="the backbone's start: scratch (random), gpt2 (needs a network), or lm:PATH, a backbone "
-                        "pre-trained by `pretrain` (results/backbones/<id>/backbone.pt)")
-    p.add_argument("--steps", type=int, default=None, help="override the profile's max_steps")
-    p.add_argument("--keep", default=None, choices=("final", "half", "none", "all"),
-                   help="what a finished run keeps: final fp32 weights (default), half (fp16 weights), none "
-                        "(metrics and predictions only), all (also its last resumable state)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any TrainConfig field, e.g. --set learning_rate=5e-4 (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nanogpt", description="A small GPT as an IMDB sentiment classifier: CE against BCE.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = sub.add_parser("train", help="train one run")
-    p.add_argument("--loss", required=True, choices=LOSS_CHOICES)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last saved state")
-    _add_run_options(p)
-
-    p = sub.add_parser("study", help="train both losses over the profile's seeds, then compare")
-    p.add_argument("--seeds", default=None, help="e.g. 0-4 or 0,1,2 (default: the profile's seeds)")
-    p.add_argument("--losses", default="ce,bce", help="comma-separated subset of ce,bce (with --no-notebooks); "
-                                                       "with --design paired, arms among ce,bce,bce-head2x")
-    p.add_argument("--design", default="fixed", choices=("fixed", "resplit", "paired"),
-                   help="fixed: the split is fixed, the training seed varies (default); resplit: the split varies "
-                        "with the seed; paired: CE started as the BCE function of the same seed, and BCE with CE's "
-                        "head step")
-    p.add_argument("--workers", type=int, default=None,
-                   help="train the runs on a local Dask cluster of N worker processes (one per GPU with CUDA); "
-                        "default: one after another in this process")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="train the runs on the Dask cluster at ADDRESS (e.g. tcp://10.0.0.5:8786); the results "
-                        "folder must be storage the workers share")
-    p.add_argument("--pretraining", action="store_true",
-                   help="the pre-training study instead (notebook 06): pre-train --backbones backbones (profile "
-                        "--pretrain-profile), fine-tune them and train from scratch with --profile (default ft)")
-    p.add_argument("--pretrain-profile", default="lm-cpu", help="with --pretraining: lm-cpu (default) | lm-smoke")
-    p.add_argument("--backbones", default=None, help="with --pretraining: pre-training seeds (default 0-2)")
-    p.add_argument("--no-notebooks", action="store_true",
-                   help="train and print the table only, without executing the notebooks")
-    p.add_argument("--figures", default="figures", help="where the notebooks write figures (default: figures)")
-    p.add_argument("--reports", default="reports", help="where executed notebooks go (default: reports)")
-    _add_run_options(p)
-
-    p = sub.add_parser("pretrain", help="pre-train a backbone as a language model on the training split's texts")
-    p.add_argument("--profile", default="lm-cpu", help="lm-cpu (default; ~27 min on 2 AVX2 cores) | lm-smoke")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seeds", default=None, help="several backbones, e.g. 0-2 (one after another)")
-    p.add_argument("--source", default="bundled", help="bundled (offline, default) | hub | path to a CSV")
-    p.add_argument("--out", default="results", help="results folder; backbones go to <out>/backbones/<id>/")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
-    p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"))
-    p.add_argument("--steps", type=int, default=None, help="override the profile's max_steps")
-    p.add_argument("--unlabelled", action="store_true",
-                   help="also read the Hub's 50,000 unlabelled IMDB reviews (needs a network)")
-    p.add_argument("--fresh", action="store_true", help="start afresh instead of resuming an interrupted run")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any PretrainConfig field, e.g. --set learning_rate=1e-3 (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    p = sub.add_parser("bench", help="benchmarks that print numbers (never assert a time)")
-    p.add_argument("--quick", action="store_true", help="fewer repeats, no time-to-accuracy runs (~1-2 minutes)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write every figure to FILE as JSON")
-    p.add_argument("--only", choices=("serving", "sweep", "pretraining"), default=None,
-                   help="one section: serving (the service under load, ~2 min), sweep (a study in-process "
-                        "against Dask workers, ~3 min) or pretraining (accuracy per minute of compute, read from "
-                        "the pre-training study's rows)")
-
-    p = sub.add_parser("classify", help="classify reviews with a trained checkpoint")
-    p.add_argument("--checkpoint", required=True, help="results/runs/<run_id>/model.pt")
-    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("texts", nargs="+", metavar="TEXT", help="reviews to classify; '-' reads them from standard "
-                                                             "input, one per line")
-    p = sub.add_parser("serve", help="serve trained checkpoints over HTTP (FastAPI; see /docs)")
-    p.add_argument("--checkpoint", action="append", required=True, metavar="[NAME=]PATH",
-                   help="a model.pt to serve (repeatable); NAME defaults to its loss (ce, bce)")
-    p.add_argument("--default", default=None, help="the model a request without 'model' gets (default: the first)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
-                   help="fp32 (default: the same answers on every CPU) or bf16 where the processor has it")
-    p.add_argument("--max-batch", type=int, default=32, help="texts per merged forward pass (1: no merging)")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for more requests")
-    p.add_argument("--max-texts", type=int, default=64, help="texts per request")
-    p.add_argument("--max-chars", type=int, default=20_000, help="characters per text")
-    p.add_argument("--max-body-bytes", type=int, default=2_000_000, help="request body size, checked before parsing")
-    p.add_argument("--api-key-env", default=None, metavar="NAME",
-                   help="require the API key held in environment variable NAME (X-API-Key header)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
-
-    p = sub.add_parser("gpu-check", help="check the CUDA path on this GPU in minutes and write a JSON report")
-    p.add_argument("--out", default="results/gpu-check.json", help="the report (default: results/gpu-check.json)")
-    p.add_argument("--steps", type=int, default=300, help="steps of the short paper-profile run (default: 300)")
-    return parser
 
 
 def _run_overrides(args) -> dict:
@@ -343,7 +179,7 @@ def cmd_classify(args) -> int:
         texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
         if not texts:
             raise ValueError("classify -: standard input held no review (one review per line).")
-    clf = Classifier.load(args.checkpoint, device=args.device)
+    clf = Classifier.load(args.checkpoint, device=args.device, reading=args.reading)
     preds = clf.predict(texts)
     for text, rec in zip(texts, preds.to_records()):
         if args.json:
@@ -387,7 +223,7 @@ def cmd_serve(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    models = load_models(args.checkpoint, device=args.device, precision=args.precision)
+    models = load_models(args.checkpoint, device=args.device, precision=args.precision, reading=args.reading)
     serve(models, args.host, args.port, limits, api_key, args.default, args.log_level)
     return 0
 

@@ -37,7 +37,7 @@ def _review_digests(split) -> set[bytes]:
 def test_no_validation_review_is_ever_read_in_pretraining():
     cfg = P.get_pretrain_profile("lm-cpu")
     corpus = P.lm_corpus(cfg)
-    everything = load_corpus(cfg.source, P.UNTRUNCATED, "head")["all"]
+    everything = load_corpus(cfg.source, P.WHOLE, "head")["all"]
     train_idx, val_idx = split_indices(everything.labels, cfg.split_seed, cfg.val_fraction)
     # by row number: the stream's reviews are exactly the training split's, none of the validation split's
     assert np.array_equal(np.sort(corpus.review_ids), np.sort(train_idx))
@@ -63,13 +63,13 @@ def test_unlabelled_reviews_join_the_stream_but_no_copy_of_a_labelled_one(monkey
 
     cfg = smoke(tmp_path, unlabelled=True)
     _, labelled, _, _ = D.deduplicated_reviews(cfg.source)
-    everything = load_corpus(cfg.source, P.UNTRUNCATED, "head")["all"]
+    everything = load_corpus(cfg.source, P.WHOLE, "head")["all"]
     _, val_idx = split_indices(everything.labels, cfg.split_seed, cfg.val_fraction)
     new = ["A brand new unlabelled review of a film nobody saw.", "Another one. <br /><br />Never seen before."]
     monkeypatch.setattr(D, "read_unlabelled_reviews", lambda: [new[0], labelled["text"].iloc[val_idx[0]], new[1]])
     corpus, plain = P.lm_corpus(cfg), P.lm_corpus(cfg.replace(unlabelled=False))
     assert (corpus.n_unlabelled, corpus.unlabelled_dropped) == (2, 1)
-    extra = P._joined(tokenize_texts(new, None, P.UNTRUNCATED, "head"))
+    extra = P._joined(tokenize_texts(new, None, P.WHOLE, "head"))
     assert np.array_equal(corpus.stream, np.concatenate([plain.stream, extra])) and extra[-1] == EOT_TOKEN
     assert np.array_equal(corpus.review_ids, plain.review_ids)  # the labelled reviews read are the same
     assert cfg.backbone_id() != cfg.replace(unlabelled=False).backbone_id()

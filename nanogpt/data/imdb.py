@@ -22,6 +22,7 @@ from nanogpt.core.artifacts import atomic_write_bytes, file_sha256, stable_diges
 from nanogpt.core.resources import default_cache_dir, package_data_dir
 from nanogpt.data.tokenizer import ENCODER_JSON_SHA256, TOKENIZER_NAME, VOCAB_BPE_SHA256
 from nanogpt.data.tokens import TokenizedSplit, tokenize_texts
+from nanogpt.data.windows import WHOLE
 
 SOURCES = ("bundled", "hub")
 DEFAULT_SPLIT_SEED = 1337  # fixed; never tied to a training seed
@@ -348,7 +349,13 @@ def load_corpus(source: str = "bundled", block_size: int = 384, truncation: str 
 
 def load_splits(cfg, verbose: bool = False) -> tuple[TokenizedSplit, TokenizedSplit]:
     """The training and validation reviews a run config (`TrainConfig`) trains and scores on: its data, split,
-    truncation and limits."""
-    splits = load_tokenized(cfg.source, cfg.block_size, cfg.truncation, cfg.split_seed, cfg.val_fraction,
-                            cfg.head_fraction, cfg.cache_dir, verbose=verbose)
-    return splits["train"].subset(cfg.train_limit), splits["validation"].subset(cfg.val_limit)
+    truncation, reading and limits (whole reviews where it trains on random windows or reads windows)."""
+    def splits(whole: bool) -> dict[str, TokenizedSplit]:
+        block, cut = (WHOLE, "head") if whole else (cfg.block_size, cfg.truncation)
+        return load_tokenized(cfg.source, block, cut, cfg.split_seed, cfg.val_fraction, cfg.head_fraction,
+                              cfg.cache_dir, verbose=verbose)
+
+    # whole reviews where the run cuts its own windows (training) or reads them all (scoring)
+    train = splits(cfg.truncation == "random_window")["train"]
+    val = splits(getattr(cfg, "reading", "truncated") == "windows")["validation"]
+    return train.subset(cfg.train_limit), val.subset(cfg.val_limit)

@@ -12,6 +12,7 @@ from nanogpt.core.losses import LOSS_NAMES
 from nanogpt.core.model import POOLINGS, ModelConfig
 from nanogpt.data.imdb import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, data_identity
 from nanogpt.data.tokens import TRUNCATIONS
+from nanogpt.data.windows import READINGS, resolved_stride
 
 # Fields that say where, how loudly and with how much disk a run happens, not what it computes: left out of the
 # run id, and free to differ when an interrupted run is resumed.
@@ -21,7 +22,10 @@ HEAD_INITS = ("independent", "paired")
 # identity at that value, so adding a field does not change the ids of the runs that came before it. A new
 # field goes here with its neutral value.
 IDENTITY_NEUTRAL = {"head_init": "independent", "head_lr_scale": 1.0, "head_weight_decay_scale": 1.0,
-                    "backbone_lr_scale": 1.0}
+                    "backbone_lr_scale": 1.0, "reading": "truncated", "window_stride": None}
+# How a training review longer than the block is cut: the tokenizer's truncations, or a window at a random offset
+# drawn anew each time the review is drawn (whole reviews in memory; only with reading="windows").
+TRAIN_CUTS = TRUNCATIONS + ("random_window",)
 KEEP = ("final", "half", "none", "all")  # what a finished run keeps on disk; see TrainConfig.keep
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -37,8 +41,13 @@ class TrainConfig:
     split_seed: int = DEFAULT_SPLIT_SEED  # fixed validation split, independent of `seed`
     val_fraction: float = DEFAULT_VAL_FRACTION
     block_size: int = 384  # tokens per review; 77% of IMDB reviews fit in 384 GPT-2 tokens
-    truncation: str = "head_tail"  # longer reviews keep their opening and their verdict
+    truncation: str = "head_tail"  # longer reviews keep their opening and their verdict (TRAIN_CUTS)
     head_fraction: float = 0.25  # share of the block given to the head under head_tail
+    # How a review is scored (validation, predict, the service): "truncated" (one block, cut by `truncation`) or
+    # "windows" (the whole review in windows of the block, `window_stride` apart, their logits averaged; see
+    # data/windows.py). Recorded in the checkpoint, so a model is served as it was scored.
+    reading: str = "truncated"
+    window_stride: int | None = None  # None: half a block
     train_limit: int | None = None  # use only the first N training reviews (smoke runs, tests)
     val_limit: int | None = None  # score only the first N validation reviews (smoke runs, tests)
     # --- model
@@ -113,7 +122,15 @@ class TrainConfig:
             need(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}.")
         need(isinstance(self.log_interval, int) and self.log_interval >= 0,
              f"log_interval must be an integer >= 0 (0: at validation passes only), got {self.log_interval!r}.")
-        need(self.truncation in TRUNCATIONS, f"Unknown truncation {self.truncation!r}; use one of {TRUNCATIONS}.")
+        need(self.truncation in TRAIN_CUTS, f"Unknown truncation {self.truncation!r}; use one of {TRAIN_CUTS}.")
+        need(self.reading in READINGS, f"reading must be one of {READINGS}, got {self.reading!r}.")
+        need(self.truncation != "random_window" or self.reading == "windows",
+             "truncation='random_window' trains on windows of whole reviews; score them the same way: "
+             "--set reading=windows.")
+        need(self.window_stride is None or self.reading == "windows",
+             f"window_stride={self.window_stride!r} is only used by reading='windows' (reading is {self.reading!r}).")
+        if self.reading == "windows" and isinstance(self.block_size, int) and self.block_size > 0:
+            resolved_stride(self.block_size, self.window_stride)
         need(self.pooling in POOLINGS, f"Unknown pooling {self.pooling!r}; use one of {POOLINGS}.")
         need(self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}, got {self.attention!r}.")
         need(isinstance(self.init, str) and (self.init in ("scratch", "gpt2") or

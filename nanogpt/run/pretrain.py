@@ -41,12 +41,12 @@ from nanogpt.core.runtime import autocast, environment, prepare_device, resolve_
 from nanogpt.data.imdb import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, data_identity, load_corpus, split_indices
 from nanogpt.data.tokenizer import EOT_TOKEN, VOCAB_SIZE
 from nanogpt.data.tokens import TokenizedSplit, tokenize_texts
+from nanogpt.data.windows import WHOLE
 from nanogpt.run.backbone import BACKBONE_FORMAT, backbone_data_record, load_backbone
 from nanogpt.run.checkpoints import CheckpointError, load_failure_reason, save_torch_atomic
 from nanogpt.run.config import _PROFILE_NAME
 from nanogpt.run.train import learning_rate_at
 
-UNTRUNCATED = 1 << 20  # the token cache's block size for whole reviews (no IMDB review comes near it)
 # PretrainConfig fields that do not change what is computed: out of the backbone id, free to differ on resume.
 LOCAL_FIELDS = ("out_dir", "cache_dir", "num_threads", "checkpoint_interval", "quiet")
 # Fields added after backbones were committed: in the id only when set otherwise, so those backbones keep theirs.
@@ -186,7 +186,7 @@ def _joined(split) -> np.ndarray:
 
 
 def lm_corpus(cfg: PretrainConfig, verbose: bool = False) -> LMCorpus:
-    corpus = load_corpus(cfg.source, UNTRUNCATED, "head", cache_dir=cfg.cache_dir, verbose=verbose)["all"]
+    corpus = load_corpus(cfg.source, WHOLE, "head", cache_dir=cfg.cache_dir, verbose=verbose)["all"]
     train_idx, val_idx = split_indices(corpus.labels, cfg.split_seed, cfg.val_fraction, str(cfg.source))
     if cfg.train_limit is not None:
         train_idx = train_idx[: cfg.train_limit]
@@ -209,7 +209,7 @@ def _unlabelled(labelled: TokenizedSplit) -> tuple[TokenizedSplit, int]:
     def digests(split: TokenizedSplit) -> list[bytes]:
         return [hashlib.sha256(split.tokens[a:b].tobytes()).digest() for a, b in zip(split.offsets, split.offsets[1:])]
 
-    extra = tokenize_texts(read_unlabelled_reviews(), None, UNTRUNCATED, "head")
+    extra = tokenize_texts(read_unlabelled_reviews(), None, WHOLE, "head")
     seen = set(digests(labelled))
     keep = np.array([d not in seen for d in digests(extra)], dtype=bool)
     return extra.take(np.flatnonzero(keep)), int((~keep).sum())

@@ -25,6 +25,7 @@ from nanogpt.core.model import GPTClassifier
 from nanogpt.core.runtime import autocast, environment, prepare_device, resolve_device, resolve_precision, use_compile
 from nanogpt.data.batching import collate, infinite_batches
 from nanogpt.data.imdb import DataValidationError, load_splits
+from nanogpt.data.windows import random_windows
 from nanogpt.run.backbone import backbone_path, check_fits, load_backbone, load_into
 from nanogpt.run.checkpoints import (
     CheckpointError,
@@ -187,7 +188,17 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
             upsert_result_row(index, row)
         raise NonFiniteLossError(message)
 
-    batches = infinite_batches(train_split.lengths, cfg.batch_size, cfg.seed, skip=start_step)
+    windowed = cfg.truncation == "random_window"  # whole training reviews, each cut to a random window per draw
+    batch_lengths = np.minimum(train_split.lengths, cfg.block_size) if windowed else train_split.lengths
+    batches = infinite_batches(batch_lengths, cfg.batch_size, cfg.seed, skip=start_step)
+
+    def next_batch(step: int) -> tuple[torch.Tensor, ...]:
+        idx = next(batches)
+        if windowed:  # offsets drawn from (seed, step): a resumed run cuts what an uninterrupted one cuts
+            part = random_windows(train_split, idx, cfg.block_size, np.random.default_rng([cfg.seed, step, 1]))
+            return collate(part, np.arange(len(idx)), cfg.pad_multiple)
+        return collate(train_split, idx, cfg.pad_multiple)
+
     checkpoint_every = cfg.checkpoint_interval or cfg.eval_interval
     probs, val_loss = None, float("nan")
     evaluated = [h for h in history if not math.isnan(h["val_accuracy"])]
@@ -202,7 +213,7 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
         lr = learning_rate_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        x, lengths, y = (t.to(device, non_blocking=True) for t in collate(train_split, next(batches), cfg.pad_multiple))
+        x, lengths, y = (t.to(device, non_blocking=True) for t in next_batch(step))
         with autocast(device, precision):
             logits = model(x, lengths)
         loss = criterion.loss(logits, y)
@@ -229,7 +240,7 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
                      "val_accuracy": float("nan"), "lr": lr, "tokens_per_second": tps, "train_seconds": train_seconds}
             if evaluate_now:
                 probs, val_loss = evaluate(model, criterion, val_split, device, precision, cfg.eval_batch_size,
-                                           cfg.pad_multiple)
+                                           cfg.pad_multiple, cfg.reading, cfg.window_stride)
                 last_val_acc = float(np.mean((probs > 0.5) == val_split.labels))
                 point.update(val_loss=val_loss, val_accuracy=last_val_acc)
             history.append(point)  # the training loss is the mean since the previous point
@@ -242,7 +253,7 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
     bar.close()
     if probs is None:  # resumed after the last step: score the (identical) final weights again
         probs, val_loss = evaluate(model, criterion, val_split, device, precision, cfg.eval_batch_size,
-                                   cfg.pad_multiple)
+                                   cfg.pad_multiple, cfg.reading, cfg.window_stride)
 
     metrics = classification_metrics(val_split.labels, probs)
     history_df = pd.DataFrame(history)
@@ -250,7 +261,8 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
     if cfg.keep != "none":
         payload = classifier_payload(raw_model, cfg.loss, cfg.truncation, cfg.head_fraction, data_source=cfg.source,
                                      split_seed=cfg.split_seed, train_config=asdict(cfg), step=cfg.max_steps,
-                                     val_accuracy=metrics["accuracy"])
+                                     val_accuracy=metrics["accuracy"], reading=cfg.reading,
+                                     window_stride=cfg.window_stride)
         model_sha256 = save_checkpoint(run.model, half_precision(payload) if cfg.keep == "half" else payload)
     else:
         run.model.unlink(missing_ok=True)  # weights of an earlier attempt would not match this record

@@ -17,6 +17,7 @@ from nanogpt.core.losses import LABEL_NAMES, Criterion
 from nanogpt.core.model import GPTClassifier
 from nanogpt.core.runtime import resolve_device, resolve_precision
 from nanogpt.data.tokens import TokenizedSplit, tokenize_texts
+from nanogpt.data.windows import READINGS, WHOLE, resolved_stride
 from nanogpt.run.checkpoints import load_checkpoint, model_from_checkpoint
 from nanogpt.run.evaluate import positive_probabilities
 
@@ -64,7 +65,12 @@ def check_texts(texts) -> list[str]:
 
 class Classifier:
     def __init__(self, model: GPTClassifier, criterion: Criterion, truncation: str, head_fraction: float,
-                 device: torch.device, precision: str, checkpoint: dict | None = None):
+                 device: torch.device, precision: str, checkpoint: dict | None = None, reading: str = "truncated",
+                 window_stride: int | None = None):
+        if reading not in READINGS:
+            raise ValueError(f"reading must be one of {READINGS}, got {reading!r}.")
+        if reading == "truncated" and truncation == "random_window":
+            raise ValueError("This model was trained on random windows: read it with reading='windows'.")
         self.model = model.eval()
         self.criterion = criterion
         self.truncation = truncation
@@ -72,30 +78,40 @@ class Classifier:
         self.device = device
         self.precision = precision
         self.checkpoint = checkpoint or {}
+        self.reading = reading
+        self.window_stride = resolved_stride(model.config.block_size, window_stride) if reading == "windows" else None
 
     @property
     def loss(self) -> str:
         return self.criterion.name
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", precision: str = "fp32") -> "Classifier":
+    def load(cls, path: str | Path, device: str = "cpu", precision: str = "fp32", reading: str | None = None,
+             window_stride: int | None = None) -> "Classifier":
         """Load a model.pt written by training. fp32 on CPU by default: predictions then do not depend on
-        whether the processor has bf16."""
+        whether the processor has bf16. Long reviews are read as the checkpoint records (`reading`: its scoring
+        in training; older checkpoints `truncated`) unless `reading` says otherwise."""
         ckpt = load_checkpoint(path)
         model, criterion = model_from_checkpoint(ckpt, path)
         dev = resolve_device(device)
         model.to(dev)
+        if reading is None:
+            reading, window_stride = ckpt.get("reading", "truncated"), window_stride or ckpt.get("window_stride")
         return cls(model, criterion, ckpt.get("truncation", "head_tail"), float(ckpt.get("head_fraction", 0.25)),
-                   dev, resolve_precision(precision, dev), ckpt)
+                   dev, resolve_precision(precision, dev), ckpt, reading, window_stride)
 
     def tokenize(self, texts) -> TokenizedSplit:
-        """Unlabelled token ids of one review or a list of them, truncated as in training."""
+        """Unlabelled token ids of one review or a list of them: truncated as in training, or whole when they are
+        read as windows."""
+        if self.reading == "windows":
+            return tokenize_texts(check_texts(texts), None, WHOLE, "head")
         return tokenize_texts(check_texts(texts), None, self.model.config.block_size, self.truncation,
                               self.head_fraction)
 
     def predict(self, texts, batch_size: int = 64) -> Predictions:
         """Labels and P(positive) for one review or a sequence of them (see check_texts); long reviews are
-        truncated as in training."""
+        truncated as in training, or read whole in windows (`reading`)."""
         split = self.tokenize(texts)
-        probs = positive_probabilities(self.model, self.criterion, split, self.device, self.precision, batch_size)
+        probs = positive_probabilities(self.model, self.criterion, split, self.device, self.precision, batch_size,
+                                       reading=self.reading, stride=self.window_stride)
         return Predictions(labels=(probs > 0.5).astype(np.int64), probabilities=probs)

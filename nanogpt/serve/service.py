@@ -74,7 +74,8 @@ def describe_checkpoint(path: Path, classifier) -> dict:
     train_config = ckpt.get("train_config") or {}
     meta = {"loss": classifier.loss, "profile": train_config.get("profile"), "seed": train_config.get("seed"),
             "val_accuracy": ckpt.get("val_accuracy"), "data_source": ckpt.get("data_source"),
-            "block_size": classifier.model.config.block_size, "checkpoint": path.name}
+            "block_size": classifier.model.config.block_size, "reading": classifier.reading,
+            "window_stride": classifier.window_stride, "checkpoint": path.name}
     try:
         row = json.loads((path.parent / "meta.json").read_text()).get("row", {})
     except (OSError, ValueError, AttributeError):
@@ -84,15 +85,17 @@ def describe_checkpoint(path: Path, classifier) -> dict:
     return meta
 
 
-def load_models(specs: list[str], device: str = "cpu", precision: str = "fp32") -> dict[str, ServedModel]:
-    """`PATH` or `NAME=PATH` per checkpoint; unnamed models are named by their loss (then loss-2, ...)."""
+def load_models(specs: list[str], device: str = "cpu", precision: str = "fp32",
+                reading: str | None = None) -> dict[str, ServedModel]:
+    """`PATH` or `NAME=PATH` per checkpoint; unnamed models are named by their loss (then loss-2, ...). `reading`
+    None: each model reads long reviews as its checkpoint records."""
     from nanogpt.serve.predict import Classifier
 
     models: dict[str, ServedModel] = {}
     for spec in specs:
         name, sep, rest = spec.partition("=")
         name, path = (name, Path(rest)) if sep and "/" not in name and name else ("", Path(spec))
-        classifier = Classifier.load(path, device=device, precision=precision)
+        classifier = Classifier.load(path, device=device, precision=precision, reading=reading)
         if not name:
             name, n = classifier.loss, 2
             while name in models:
