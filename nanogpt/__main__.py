@@ -146,16 +146,18 @@ def cmd_pretrain(args) -> int:
 
 def _pretraining_study(args) -> int:
     from nanogpt.run.pretrain import get_pretrain_profile
+    from nanogpt.study.pretrain_study import get_recipe
     from nanogpt.study.runs import parse_seeds, run_pretraining_notebook
 
     prof = _resolve_profile(args.profile or "ft")
     try:
         get_pretrain_profile(args.pretrain_profile)
+        recipe = get_recipe(args.recipe)
         if args.design != "fixed" or args.workers or args.scheduler or args.no_notebooks:
             raise ValueError("--pretraining runs notebook 06 in this process: it takes no --design, --workers, "
                              "--scheduler or --no-notebooks.")
         seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-        backbones = parse_seeds(args.backbones) if args.backbones is not None else None
+        backbones = parse_seeds(args.backbones) if args.backbones is not None else list(recipe["backbone_seeds"])
         overrides = _run_overrides(args)
         if overrides.get("init", "scratch") != "scratch":
             raise ValueError("--pretraining chooses the starts itself (scratch and each backbone): drop --init.")
@@ -163,10 +165,12 @@ def _pretraining_study(args) -> int:
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     source = overrides.pop("source")
+    name = prof.name if args.recipe == "ft" else args.recipe  # the first study keeps the profile's files
     executed = run_pretraining_notebook(prof.name, args.pretrain_profile, seeds, backbones, source, args.out,
-                                        args.figures, args.reports, overrides, progress=not args.quiet)
-    summary = json.loads((Path(args.out) / f"pretraining-{prof.name}.json").read_text())
-    print(f"\nexecuted notebook: {executed}\nfigures: {args.figures}/{prof.name}/06_*.png")
+                                        args.figures, args.reports, overrides, progress=not args.quiet, name=name,
+                                        pretrain_overrides=recipe["pretrain_overrides"], finetune=recipe["finetune"])
+    summary = json.loads((Path(args.out) / f"pretraining-{name}.json").read_text())
+    print(f"\nexecuted notebook: {executed}\nfigures: {args.figures}/{name}/06_*.png")
     print("\n".join(f"- {s}" for s in summary["verdict"]))
     return 0
 

@@ -119,7 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the pre-training study instead (notebook 06): pre-train --backbones backbones (profile "
                         "--pretrain-profile), fine-tune them and train from scratch with --profile (default ft)")
     p.add_argument("--pretrain-profile", default="lm-cpu", help="with --pretraining: lm-cpu (default) | lm-smoke")
-    p.add_argument("--backbones", default=None, help="with --pretraining: pre-training seeds (default 0-2)")
+    p.add_argument("--backbones", default=None, help="with --pretraining: pre-training seeds (default: the "
+                                                         "recipe's; 0-2 for ft)")
+    p.add_argument("--recipe", default="ft", help="with --pretraining: the named study (pretrain_study.RECIPES): ft "
+                                                  "(default; 16.4M tokens, head+tail) | ft-long (65.6M tokens, whole "
+                                                  "reviews in windows)")
     p.add_argument("--no-notebooks", action="store_true",
                    help="train and print the table only, without executing the notebooks")
     p.add_argument("--figures", default="figures", help="where the notebooks write figures (default: figures)")
@@ -145,10 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print numbers (never assert a time)")
     p.add_argument("--quick", action="store_true", help="fewer repeats, no time-to-accuracy runs (~1-2 minutes)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write every figure to FILE as JSON")
-    p.add_argument("--only", choices=("serving", "sweep", "pretraining"), default=None,
+    p.add_argument("--only", choices=("serving", "sweep", "pretraining", "cost"), default=None,
                    help="one section: serving (the service under load, ~2 min), sweep (a study in-process "
-                        "against Dask workers, ~3 min) or pretraining (accuracy per minute of compute, read from "
-                        "the pre-training study's rows)")
+                        "against Dask workers, ~3 min), pretraining (accuracy per minute of compute, read from "
+                        "the pre-training study's rows) or cost (accuracy, reviews/s and training minutes of "
+                        "TF-IDF, the cpu model and the pre-trained recipes, ~2 min)")
 
     p = sub.add_parser("classify", help="classify reviews with a trained checkpoint")
     p.add_argument("--checkpoint", required=True, help="results/runs/<run_id>/model.pt")

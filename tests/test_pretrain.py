@@ -333,7 +333,7 @@ def test_budget_backbones_stay_out_of_the_study_and_make_the_curve(tmp_path):
 
 
 def test_short_inputs_and_length_buckets():
-    from nanogpt.study.pretrain_study import first_sentences, probe_accuracy
+    from nanogpt.study.probe import first_sentences, probe_accuracy
 
     assert first_sentences("Great film!<br /><br />I loved it. The end was weak.") == "Great film! I loved it."
     assert first_sentences("No full stop at all") == "No full stop at all"

@@ -103,11 +103,18 @@ def pretraining_section(show, quick: bool, results_dir=None) -> dict:
             "pretraining_precision": where}
 
 
-SECTIONS = {"serving": serving_section, "sweep": sweep_section, "pretraining": pretraining_section}
+def cost_section(show, quick: bool) -> dict:
+    from nanogpt.bench.cost import cost_section as section
+
+    return section(show, quick)
+
+
+SECTIONS = {"serving": serving_section, "sweep": sweep_section, "pretraining": pretraining_section,
+            "cost": cost_section}
 
 
 def run_section(name: str, json_path: str | None = None) -> dict:
-    """One section alone (`bench --only serving|sweep|pretraining`), full size."""
+    """One section alone (`bench --only serving|sweep|pretraining|cost`), full size."""
     out = SECTIONS[name](lambda label, text: print(f"{label:<28}{text}", flush=True), False)
     if json_path:
         atomic_write_json(json_path, out)
@@ -163,6 +170,7 @@ def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
     out.update(serving_section(show, quick))
     out.update(sweep_section(show, quick))
     out.update(pretraining_section(show, quick))
+    out.update(cost_section(show, quick))
     if device.type == "cuda":
         acc = accelerator_figures(device, "paper", rounds=5 if quick else 20, study=not quick)
         out.update(acc)

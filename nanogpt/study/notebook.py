@@ -43,12 +43,13 @@ class Notebook:
     workers: int | None = None  # a local Dask cluster of this many workers; None: train in this process
     scheduler: str | None = None  # or the address of a running Dask scheduler
     population: str | None = None  # 'device/precision' of the runs the figures show, once the notebook knows it
+    name: str | None = None  # a named study of the profile (notebook 06's `ft-long`): files go under it instead
 
     @property
     def tag(self) -> str:
-        """What the figures and reports are filed under: the profile, plus the population where it is not
-        cpu/fp32 ('cpu-bf16'; see results.population_tag)."""
-        return population_tag(self.profile, self.population)
+        """What the figures and reports are filed under: the profile (or the study's name), plus the population
+        where it is not cpu/fp32 ('cpu-bf16'; see results.population_tag)."""
+        return population_tag(self.name or self.profile, self.population)
 
     def save(self, fig, name: str) -> Path:
         """Save a figure as figures_dir/<tag>/name (and say where), with the design in the name when it is not
@@ -65,13 +66,13 @@ class Notebook:
 
 
 def setup(profile, source="bundled", seeds=None, results_dir=None, figures_dir=None, overrides=None,
-          design="fixed", workers=None, scheduler=None) -> Notebook:
+          design="fixed", workers=None, scheduler=None, name=None) -> Notebook:
     """Check the parameters a notebook was given, style the plots, and return them as a `Notebook`."""
     profile = P.check_profile(profile)
     nb = Notebook(profile=profile, source=P.check_source(source),
                   seeds=list(get_profile(profile).seeds) if seeds is None else P.check_seeds(seeds),
                   design=P.check_design(design), workers=P.check_workers(workers),
-                  scheduler=P.check_scheduler(scheduler))
+                  scheduler=P.check_scheduler(scheduler), name=P.check_name(name))
     if results_dir is not None:
         nb.results_dir = resolve(P.check_folder("results_dir", results_dir))
     if figures_dir is not None:

@@ -84,3 +84,15 @@ def check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ParameterError(f"parameter {name}={value!r}: a positive integer is needed.")
     return value
+
+
+def check_name(name) -> str | None:
+    """A study's name (None: the profile's): it names a report file and a figures folder."""
+    import re
+
+    if name is None:
+        return None
+    if not isinstance(name, str) or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name) is None:
+        raise ParameterError(f"parameter name={name!r}: letters, digits, '_', '-' or '.', starting with a letter or "
+                             "digit (it names a report and a figures folder).")
+    return name

@@ -9,7 +9,6 @@ Runs: for the fine-tuning profile (`ft`), CE and BCE over `seeds` from scratch a
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +22,22 @@ STARTS = ("scratch", "pre-trained")
 # Chosen by measurement (README, "Pre-training"): CE seed 0, profile ft, backbone lm-cpu seed 0, 600 steps:
 # the backbone at the full rate (2e-3) 88.18%, at a quarter of it (5e-4; the new head at 2e-3) 88.76%.
 FINETUNE = {"backbone_lr_scale": 0.25}
-LENGTH_BUCKETS = (0, 100, 200, 400, math.inf)  # words
-BUCKET_LABELS = ("<= 100 words", "101-200", "201-400", "> 400")
-_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# Named pre-training studies, each with its report (results/pretraining-<name>.json) and figures (figures/<name>/):
+# how long the backbones pre-train (PretrainConfig overrides) and how they are fine-tuned (TrainConfig overrides of
+# the pre-trained runs). `ft`: the first study (16.4M tokens, head+tail). `ft-long`: backbones pre-trained 4x longer
+# (65.6M tokens), fine-tuned and scored on whole reviews (docs/pretraining.md has the runs that chose it).
+RECIPES = {
+    "ft": {"pretrain_overrides": {}, "finetune": FINETUNE, "backbone_seeds": (0, 1, 2)},
+    "ft-long": {"pretrain_overrides": {"max_steps": 8000},
+                "finetune": {**FINETUNE, "reading": "windows", "truncation": "random_window"},
+                "backbone_seeds": (0,)},
+}
+
+
+def get_recipe(name: str) -> dict:
+    if name not in RECIPES:
+        raise ValueError(f"Unknown pre-training study {name!r}; use one of {tuple(RECIPES)}.")
+    return RECIPES[name]
 
 
 def pretraining_runs(out_dir: str | Path, profile: str, pretrain_profile: str, seeds, backbone_seeds,
@@ -186,44 +197,6 @@ def pretraining_verdict(report: dict) -> list[str]:
     return out
 
 
-# --------------------------------------------------------------------------------------- short inputs
-
-
-def first_sentences(text: str, n: int = 2) -> str:
-    """The first `n` sentences of a review (HTML line breaks as spaces): what a service gets as a one-liner."""
-    clean = " ".join(_BREAK.sub(" ", text).split())
-    return " ".join(_SENTENCE_END.split(clean)[:n])
-
-
-def length_bucket(texts) -> pd.Series:
-    words = pd.Series([len(t.split()) for t in texts])
-    return pd.cut(words, LENGTH_BUCKETS, labels=BUCKET_LABELS, right=True)
-
-
-def probe_accuracy(labels, probabilities: dict[str, np.ndarray], texts) -> pd.DataFrame:
-    """Accuracy (points) of every model's P(positive) on the same reviews, overall and per length bucket of the
-    full reviews `texts`: one row per model."""
-    labels = np.asarray(labels)
-    bucket = length_bucket(texts)
-    rows = []
-    for name, p in probabilities.items():
-        correct = pd.Series((np.asarray(p) > 0.5) == labels)
-        row = {"model": name, "all": 100 * correct.mean()}
-        row.update({str(b): 100 * correct[bucket == b].mean() for b in BUCKET_LABELS})
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("model")
-
-
-def tfidf_probabilities(source: str, split_seed: int, val_fraction: float, texts_by_input: dict[str, list[str]]
-                        ) -> dict[str, np.ndarray]:
-    """TF-IDF + logistic regression (baseline.py's settings), fitted on the training split, scored on each of
-    `texts_by_input` (e.g. full reviews and their first two sentences)."""
-    from nanogpt.study.baseline import fit_tfidf
-
-    vec, model = fit_tfidf(source, split_seed, val_fraction)
-    return {k: model.predict_proba(vec.transform(v))[:, 1] for k, v in texts_by_input.items()}
-
-
 # --------------------------------------------------------------------------------------- reading back
 
 
@@ -357,43 +330,3 @@ def compute_table(runs: pd.DataFrame, backbones: pd.DataFrame) -> pd.DataFrame:
         gain = table["accuracy"] - table.index.get_level_values("loss").map(scratch["accuracy"]).to_numpy()
         table[out] = (gain / extra).where(extra > 0)
     return table.reset_index()
-
-
-def probe_models(results_dir: str | Path, runs: pd.DataFrame, primary: str, seed: int = 0) -> dict[str, Path]:
-    """The checkpoints of `seed` from scratch and from backbone `primary`, per loss, that are on disk."""
-    from nanogpt.run.rundir import RunDir
-
-    runs = with_start(runs)
-    out = {}
-    for start, backbone in (("scratch", ""), ("pre-trained", primary)):
-        for loss in ("ce", "bce"):
-            row = runs[(runs["start"] == start) & (runs["backbone"] == backbone) & (runs["loss"] == loss)
-                       & (runs["seed"] == seed)]
-            if len(row):
-                path = RunDir(results_dir, str(row["run_id"].iloc[0])).model
-                if path.is_file():
-                    out[f"{loss.upper()} {start} (seed {seed})"] = path
-    return out
-
-
-def short_input_probe(models: dict[str, Path], source: str, split_seed: int, val_fraction: float,
-                      limit: int | None = None) -> pd.DataFrame:
-    """Accuracy (points) of each model and of TF-IDF on the validation reviews by length bucket, and on the
-    first two sentences of every validation review (of the first `limit` of them, if given)."""
-    from nanogpt.data.imdb import load_imdb
-    from nanogpt.serve.predict import Classifier
-
-    val = load_imdb(source, split_seed=split_seed, val_fraction=val_fraction)["validation"]
-    if limit is not None:
-        val = val.select(range(min(limit, len(val))))
-    texts, labels = list(val["text"]), np.asarray(val["label"])
-    short = [first_sentences(t) for t in texts]
-    full_p, short_p = {}, {}
-    for name, path in models.items():
-        clf = Classifier.load(path)
-        full_p[name], short_p[name] = clf.predict(texts).probabilities, clf.predict(short).probabilities
-    tfidf = tfidf_probabilities(source, split_seed, val_fraction, {"full": texts, "short": short})
-    full_p["TF-IDF"], short_p["TF-IDF"] = tfidf["full"], tfidf["short"]
-    table = probe_accuracy(labels, full_p, texts)
-    table["first 2 sentences"] = [100 * np.mean((short_p[m] > 0.5) == labels) for m in table.index]
-    return table
