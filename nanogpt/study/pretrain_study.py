@@ -242,7 +242,8 @@ def stored_pretraining(results_dir: str | Path, profile: str, pretrain_profile: 
 def stored_backbones(results_dir: str | Path, pretrain_profile: str, overrides: dict | None = None) -> pd.DataFrame:
     """The backbones.csv rows of `pretrain_profile` (seed order), each with `differs`: the fields (other than the
     seed and the fields that change nothing computed) in which it departs from the profile with `overrides`,
-    e.g. ('max_steps',) for a shorter or longer pre-training. The study's backbones differ in nothing."""
+    e.g. ('max_steps',) for a shorter or longer pre-training; the precision by what the row computed. The study's
+    backbones differ in nothing."""
     import json
 
     from nanogpt.run.pretrain import LOCAL_FIELDS, NEUTRAL_DEFAULTS, get_pretrain_profile
@@ -253,6 +254,9 @@ def stored_backbones(results_dir: str | Path, pretrain_profile: str, overrides: 
     base = json.loads(json.dumps(get_pretrain_profile(pretrain_profile).replace(**(overrides or {})).__dict__))
     skip = {"seed", *LOCAL_FIELDS}
     stored = [{**NEUTRAL_DEFAULTS, **json.loads(c)} for c in rows["config"]]  # rows from before a field existed
+    if "precision" in rows:  # what was computed, not what was asked ('auto' on an AVX2 machine computed fp32)
+        stored = [{**c, "precision": p if base["precision"] != "auto" else c.get("precision")}
+                  for c, p in zip(stored, rows["precision"])]
     rows["differs"] = [tuple(k for k in base if k not in skip and c.get(k) != base[k]) for c in stored]
     return rows.reset_index(drop=True)
 
