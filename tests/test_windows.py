@@ -165,3 +165,16 @@ def test_a_random_window_run_resumes_to_the_same_numbers(windows_run):
     resumed = train(cfg, resume=True)
     assert resumed.val_accuracy == result.val_accuracy and resumed.val_loss == result.val_loss
     assert (run_dir / "val_predictions.csv").read_text() == before
+
+
+def test_the_service_reads_as_the_checkpoint_records_or_as_told(tiny_run, windows_run):
+    from nanogpt.serve.service import load_models
+
+    _, result = windows_run
+    models = load_models([f"win={result.checkpoint}", f"old={tiny_run['ce'].checkpoint}"])
+    assert (models["win"].meta["reading"], models["win"].meta["window_stride"]) == ("windows", 16)
+    assert (models["old"].meta["reading"], models["old"].meta["window_stride"]) == ("truncated", None)
+    told = load_models([str(tiny_run["ce"].checkpoint)], reading="windows")
+    assert told["ce"].meta["reading"] == "windows" and told["ce"].meta["window_stride"] == 32  # half its 64 tokens
+    long_review = "A slow start, then a wonderful film. " * 200
+    assert len(told["ce"].classifier.tokenize(long_review).ids(0)) > 64  # read whole, not cut to the block
