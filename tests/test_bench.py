@@ -35,10 +35,18 @@ def test_quick_bench_runs_and_reports_sane_numbers(tmp_path):
     assert "Dask worker" in r.stdout and b["sweep_runs"] == 2  # a study in-process against 2 Dask workers
     assert b["sweep_in_process_s"] > 0 and b["sweep_workers2_s"] > 0 and b["sweep_workers2_overhead"] > -1
     # accuracy per compute minute, read from the committed pre-training study
-    assert "compute, pre-trained CE" in r.stdout and "budget, CE seed 0" in r.stdout
-    starts = {(row["start"], row["loss"]) for row in b["pretraining_compute"]}
+    assert "compute, ft pre-trained CE" in r.stdout and "budget, CE seed 0" in r.stdout
+    starts = {(row["start"], row["loss"]) for row in b["pretraining_compute"]["ft"]}
     assert starts == {(s, loss) for s in ("scratch", "pre-trained") for loss in ("ce", "bce")}
     assert b["pretraining_budget"][0]["tokens"] == 0 and len(b["pretraining_budget"]) >= 2
+    # the cost to serve beside the accuracy, from the committed rows: TF-IDF, the cpu model, the pre-trained recipes
+    cost = {row["model"]: row for row in b["cost_rows"]}
+    assert {"TF-IDF + logistic regression", "cpu, from scratch", "ft, 16.4M-token backbone, head+tail"} <= set(cost)
+    assert cost["cpu, from scratch"]["runs"] == "15 CE + 15 BCE" and "384 tokens" in cost["cpu, from scratch"]["reading"]
+    assert all(r["reviews_per_s_single"] > 0 and r["reviews_per_s_batched"] > 0 and 50 < r["accuracy"] < 100
+               for r in cost.values())
+    pre = cost["ft, 16.4M-token backbone, head+tail"]
+    assert pre["total_minutes"] > pre["shared_minutes"] > pre["train_minutes"] > 0  # the backbone, whole and shared
 
 
 def test_hf_trainer_time_to_accuracy_stops_at_the_target(tmp_path):

@@ -72,35 +72,51 @@ def sweep_section(show, quick: bool) -> dict:
 
 def pretraining_section(show, quick: bool, results_dir=None) -> dict:
     """Accuracy per minute of total compute (pre-training + fine-tuning) against the scratch runs of the same
-    profile, from the pre-training study's rows (their measured train_seconds; a backbone takes ~30 minutes, so
-    the bench reads the study rather than re-running it). No study here: one line saying how to make one."""
+    profile, for each named pre-training study (`pretrain_study.RECIPES`) whose rows are here (their measured
+    train_seconds: a backbone takes 30-60 minutes, so the bench reads the studies rather than re-running them), and
+    the accuracy against the pre-training budget. No study here: one line saying how to make one."""
     from nanogpt.core.resources import REPO_ROOT
     from nanogpt.run.results import read_results, runs_csv
-    from nanogpt.study.pretrain_study import compute_table, pretraining_budget, stored_backbones, stored_pretraining
+    from nanogpt.study.pretrain_study import (
+        RECIPES,
+        compute_table,
+        pretraining_budget,
+        stored_backbones,
+        stored_pretraining,
+    )
 
     results_dir = results_dir or REPO_ROOT / "results"
-    try:
-        runs, backbones = stored_pretraining(results_dir, "ft", "lm-cpu")
-    except FileNotFoundError as exc:
-        show("pre-training", f"skipped: {exc}")
+    out: dict = {"pretraining_compute": {}}
+    for name, recipe in RECIPES.items():
+        try:
+            runs, backbones = stored_pretraining(results_dir, "ft", "lm-cpu", recipe["finetune"],
+                                                 recipe["pretrain_overrides"])
+        except FileNotFoundError as exc:
+            show(f"pre-training {name}", f"skipped: {exc}")
+            continue
+        table = compute_table(runs, backbones)
+        where = ", ".join(sorted(set(runs["precision"].astype(str)) | set(backbones["precision"].astype(str))))
+        tokens = f"{int(backbones['tokens'].iloc[0]) / 1e6:.1f}M tokens"
+        show(f"compute, study {name}", f"the study's rows ({where}; profile ft, backbones lm-cpu, {tokens})")
+        for r in table.itertuples():
+            text = (f"{r.accuracy:.2f}% ({r.runs} runs) after {r.total_minutes:.1f} min of training"
+                    if r.start == "scratch" else
+                    f"{r.accuracy:.2f}% ({r.runs} runs) after {r.total_minutes:.1f} min ({r.backbone_minutes:.1f} "
+                    f"pre-training + {r.finetune_minutes:.1f} fine-tuning), {r.shared_minutes:.1f} with the backbone "
+                    f"shared by its runs: {r.points_per_extra_minute:+.3f} points per extra minute "
+                    f"({r.points_per_extra_minute_shared:+.3f} shared)")
+            show(f"compute, {name} {r.start} {r.loss.upper()}", text)
+        out["pretraining_compute"][name] = table.to_dict("records")
+        out.setdefault("pretraining_precision", where)
+    if not out["pretraining_compute"]:
         return {"pretraining_compute": None}
-    table = compute_table(runs, backbones)
-    where = ", ".join(sorted(set(runs["precision"].astype(str)) | set(backbones["precision"].astype(str))))
-    show("compute, measured on", f"the study's rows ({where}; profile ft, backbones lm-cpu)")
-    for r in table.itertuples():
-        text = (f"{r.accuracy:.2f}% ({r.runs} runs) after {r.total_minutes:.1f} min of training" if r.start == "scratch"
-                else f"{r.accuracy:.2f}% ({r.runs} runs) after {r.total_minutes:.1f} min ({r.backbone_minutes:.1f} "
-                     f"pre-training + {r.finetune_minutes:.1f} fine-tuning), {r.shared_minutes:.1f} with the backbone "
-                     f"shared by its runs: {r.points_per_extra_minute:+.3f} points per extra minute "
-                     f"({r.points_per_extra_minute_shared:+.3f} shared)")
-        show(f"compute, {r.start} {r.loss.upper()}", text)
     every = read_results(runs_csv(results_dir), finished_only=True)
     budget = pretraining_budget(every[every["profile"] == "ft"], stored_backbones(results_dir, "lm-cpu"))
     for r in budget.itertuples():
         show("budget, CE seed 0", f"{r.tokens / 1e6:4.1f}M pre-training tokens: {r.accuracy:.2f}% after "
                                   f"{r.total_minutes:.1f} min" + (f" (perplexity {r.val_perplexity:.1f})" if r.tokens else ""))
-    return {"pretraining_compute": table.to_dict("records"), "pretraining_budget": budget.to_dict("records"),
-            "pretraining_precision": where}
+    out["pretraining_budget"] = budget.to_dict("records")
+    return out
 
 
 def cost_section(show, quick: bool) -> dict:
