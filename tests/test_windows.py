@@ -178,3 +178,27 @@ def test_the_service_reads_as_the_checkpoint_records_or_as_told(tiny_run, window
     assert told["ce"].meta["reading"] == "windows" and told["ce"].meta["window_stride"] == 32  # half its 64 tokens
     long_review = "A slow start, then a wonderful film. " * 200
     assert len(told["ce"].classifier.tokenize(long_review).ids(0)) > 64  # read whole, not cut to the block
+
+
+def test_a_whole_review_model_meets_its_head_tail_twin_in_the_probe(tmp_path):
+    """The probe sets a pre-trained model that reads whole reviews beside the same run trained and scored
+    truncated (read both ways), found by its config; other recipes and seeds are not twins."""
+    from nanogpt.run.rundir import RunDir
+    from nanogpt.study.probe import probe_models, truncated_twin
+
+    base = {"profile": "ft", "loss": "ce", "seed": 0, "init": "lm:b.pt", "backbone_lr_scale": 0.25,
+            "reading": "truncated", "truncation": "head_tail", "window_stride": None, "out_dir": "x"}
+    configs = {"whole": {**base, "reading": "windows", "truncation": "random_window"},
+               "twin": {**base, "out_dir": "elsewhere"},
+               "other-seed": {**base, "seed": 1}, "other-rate": {**base, "backbone_lr_scale": 1.0}}
+    every = pd.DataFrame({"run_id": list(configs), "config": [json.dumps(c) for c in configs.values()],
+                          "profile": "ft", "loss": "ce", "seed": [0, 0, 1, 0], "init": "lm:b0"})
+    assert truncated_twin(every, every.iloc[0]) == "twin"
+    assert truncated_twin(every[every["run_id"] != "twin"], every.iloc[0]) is None
+    for rid in ("whole", "twin"):
+        RunDir(tmp_path, rid).model.parent.mkdir(parents=True)
+        RunDir(tmp_path, rid).model.write_bytes(b"weights")
+    models = probe_models(tmp_path, every.iloc[:1], "b0", seed=0, every=every)
+    assert {name: reading for name, (_, reading) in models.items()} == {
+        "CE pre-trained (whole review) (seed 0)": None, "CE pre-trained, head+tail (seed 0)": "truncated",
+        "CE pre-trained, head+tail read in windows (seed 0)": "windows"}
