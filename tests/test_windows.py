@@ -202,3 +202,19 @@ def test_a_whole_review_model_meets_its_head_tail_twin_in_the_probe(tmp_path):
     assert {name: reading for name, (_, reading) in models.items()} == {
         "CE pre-trained (whole review) (seed 0)": None, "CE pre-trained, head+tail (seed 0)": "truncated",
         "CE pre-trained, head+tail read in windows (seed 0)": "windows"}
+
+
+def test_predictions_recomputed_from_a_windows_checkpoint_read_whole_reviews(tmp_path, windows_run):
+    """A run folder with its weights but without its predictions (and no archive): they are computed again from the
+    checkpoint as the run scored them, whole reviews in windows."""
+    import shutil
+
+    from nanogpt.run.predictions import load_val_predictions
+
+    _, result = windows_run
+    folder = tmp_path / "runs" / result.run_id
+    shutil.copytree(result.run_dir, folder)
+    (folder / "val_predictions.csv").unlink()
+    again = load_val_predictions(tmp_path, result.run_id)["positive_probability"]
+    saved = pd.read_csv(result.run_dir / "val_predictions.csv")["positive_probability"]
+    np.testing.assert_allclose(again, saved, atol=1e-6)

@@ -103,20 +103,22 @@ def load_val_predictions(results_dir: str | Path, run_id: str) -> pd.DataFrame:
         raise FileNotFoundError(f"run {run_id}: no validation predictions in {run.path} or in an archive "
                                 f"{predictions_archive(results_dir, '<profile>').name}, and no checkpoint to "
                                 "compute them from.")
+    from types import SimpleNamespace
+
     from nanogpt.core.runtime import resolve_device, resolve_precision
-    from nanogpt.data.imdb import load_tokenized
+    from nanogpt.data.imdb import load_splits
     from nanogpt.run.checkpoints import load_checkpoint, model_from_checkpoint
     from nanogpt.run.evaluate import positive_probabilities
 
     ckpt = load_checkpoint(run.model)
     cfg = ckpt["train_config"]
-    split = load_tokenized(cfg["source"], cfg["block_size"], cfg["truncation"], cfg["split_seed"],
-                           cfg["val_fraction"], cfg["head_fraction"])["validation"].subset(cfg.get("val_limit"))
+    split = load_splits(SimpleNamespace(**{"reading": "truncated", "train_limit": None, **cfg}))[1]
     model, criterion = model_from_checkpoint(ckpt, run.model, cfg.get("attention", "auto"))
     device = resolve_device("cpu")
     probs = positive_probabilities(model, criterion, split, device,
                                    resolve_precision(cfg.get("precision", "auto"), device),
-                                   cfg["eval_batch_size"], cfg["pad_multiple"])
+                                   cfg["eval_batch_size"], cfg["pad_multiple"], cfg.get("reading", "truncated"),
+                                   cfg.get("window_stride"))
     return run.write_val_predictions(split.labels, probs)
 
 
