@@ -37,7 +37,14 @@ from tqdm.auto import tqdm
 
 from nanogpt.core.artifacts import atomic_write_json, stable_digest
 from nanogpt.core.model import GPTClassifier, ModelConfig
-from nanogpt.core.runtime import autocast, environment, prepare_device, resolve_device, resolve_precision
+from nanogpt.core.runtime import (
+    autocast,
+    environment,
+    prepare_device,
+    processor_of,
+    resolve_device,
+    resolve_precision,
+)
 from nanogpt.data.imdb import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, data_identity, load_corpus, split_indices
 from nanogpt.data.tokenizer import EOT_TOKEN, VOCAB_SIZE
 from nanogpt.data.tokens import TokenizedSplit, tokenize_texts
@@ -395,7 +402,8 @@ def pretrain(config: PretrainConfig, resume: bool = True) -> BackboneResult:
            "steps": cfg.max_steps, "tokens": tokens, "train_seconds": round(seconds, 3),
            "tokens_per_second": round(tokens / seconds, 1), "val_loss": last["val_loss"],
            "val_perplexity": last["val_perplexity"], "device": device.type, "precision": precision,
-           "torch_version": str(torch.__version__), "config": json.dumps(asdict(cfg), sort_keys=True)}
+           "torch_version": str(torch.__version__), "config": json.dumps(asdict(cfg), sort_keys=True),
+           **processor_of(device.type)}
     payload = {"format": BACKBONE_FORMAT, "backbone_id": backbone_id,
                "model_config": asdict(cfg.model_config()),
                "backbone_state": model.backbone_state(),

@@ -210,10 +210,15 @@ def of_recipe(runs: pd.DataFrame, finetune: dict | None = None) -> pd.DataFrame:
 
     finetune = FINETUNE if finetune is None else finetune
     runs = with_start(runs)
+    if runs.empty:
+        return runs.reset_index(drop=True)
     default = TrainConfig()
+    # every field some recipe sets: a run of another recipe (e.g. whole reviews) never passes for this one's
+    fields = set(finetune) | {k for r in RECIPES.values() for k in r["finetune"]}
     configs = runs["config"].map(json.loads)
-    keep = [all(c.get(k, getattr(default, k)) == (v if start == "pre-trained" else getattr(default, k))
-                for k, v in finetune.items()) for c, start in zip(configs, runs["start"])]
+    keep = [all(c.get(k, getattr(default, k)) == (finetune.get(k, getattr(default, k)) if start == "pre-trained"
+                                                  else getattr(default, k)) for k in fields)
+            for c, start in zip(configs, runs["start"])]
     return runs[keep].reset_index(drop=True)
 
 
