@@ -28,6 +28,10 @@ def test_pretraining_study_runs_notebook_06(tmp_path):
     assert json.loads(json.dumps(expected, default=float))["arms"] == summary["arms"]
     assert summary["variance"]["n_backbones"] == 2 and len(summary["probe"]["model"]) == 5  # 4 GPTs and TF-IDF
     assert any(s.startswith("BCE - CE pre-trained") for s in summary["verdict"])
+    # churn between the fine-tuning seeds of each arm (both seeds' predictions are in their folders)
+    assert set(summary["churn"]) == {f"{s}/{loss}" for s in ("scratch", "pre-trained") for loss in ("ce", "bce")}
+    assert all(c["n_runs"] == 2 and 0 <= c["ci_low"] <= c["churn"] <= c["ci_high"] <= 100
+               for c in summary["churn"].values())
     assert summary["budget"]["tokens"][0] == 0 and len(summary["budget"]["accuracy"]) == 3  # scratch, 2 backbones
     # analysing only (a fresh clone's case): the same report from the stored rows, the probe from the summary
     again = run_pretraining_notebook("smoke", "lm-smoke", results_dir=out, figures_dir=tmp_path / "f2",

@@ -339,3 +339,22 @@ def compute_table(runs: pd.DataFrame, backbones: pd.DataFrame) -> pd.DataFrame:
         gain = table["accuracy"] - table.index.get_level_values("loss").map(scratch["accuracy"]).to_numpy()
         table[out] = (gain / extra).where(extra > 0)
     return table.reset_index()
+
+
+def seed_churn(results_dir: str | Path, runs: pd.DataFrame, primary: str) -> dict:
+    """Prediction churn between fine-tuning seeds (notebook 04's stability measure: the share of validation reviews
+    two runs of one arm label differently, with a bootstrap CI over runs) for each arm of backbone `primary` and
+    from scratch whose runs have their validation predictions here (two at least)."""
+    from nanogpt.run.predictions import available_val_predictions
+    from nanogpt.study.churn import churn_ci, label_matrix
+
+    runs = with_start(runs)
+    out = {}
+    for (start, loss), arm in runs[(runs["start"] == "scratch") | (runs["backbone"] == primary)].groupby(
+            ["start", "loss"]):
+        found, _ = available_val_predictions(results_dir, arm.sort_values("seed"))
+        if len(found) >= 2:
+            labels, _, _ = label_matrix(found, list(found))
+            out[f"{start}/{loss}"] = {k: float(v) * (100 if k != "n_runs" else 1)
+                                      for k, v in churn_ci(labels).items()}
+    return out
