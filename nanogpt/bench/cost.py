@@ -63,18 +63,13 @@ def _speed(predict, texts: list[str], one_at_a_time: int, batched: int) -> tuple
 def gpt_speed(config: dict, texts: list[str], one_at_a_time: int, batched: int) -> tuple[float, float]:
     """Reviews per second of `Classifier.predict` (fp32, batches of 64) for an untrained model of this run config's
     shape, truncation and reading."""
-    from nanogpt.run.checkpoints import classifier_payload, save_checkpoint
+    from nanogpt.bench.inference import untrained_checkpoint
     from nanogpt.run.config import TrainConfig
-    from nanogpt.run.train import build_model
     from nanogpt.serve.predict import Classifier
 
     cfg = TrainConfig(**{**config, "init": "scratch"})
-    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.pt"
-        save_checkpoint(path, classifier_payload(build_model(cfg, 2), "ce", cfg.truncation, cfg.head_fraction,
-                                                 reading=cfg.reading, window_stride=cfg.window_stride))
-        clf = Classifier.load(path, precision="fp32")
+        clf = Classifier.load(untrained_checkpoint(cfg, Path(tmp) / "model.pt"), precision="fp32")
     return _speed(lambda t: clf.predict(t, batch_size=64), texts, one_at_a_time, batched)
 
 

@@ -29,10 +29,11 @@ def data_times() -> dict:
 
 
 def untrained_checkpoint(cfg, path) -> Path:
-    """A CE checkpoint of `cfg`'s shape with seeded random weights at `path`: speed does not depend on what the
-    weights learned."""
+    """A CE checkpoint of `cfg`'s shape and reading with seeded random weights at `path`: speed does not depend on
+    what the weights learned."""
     torch.manual_seed(0)
-    save_checkpoint(path, classifier_payload(build_model(cfg, 2), "ce", cfg.truncation, cfg.head_fraction))
+    save_checkpoint(path, classifier_payload(build_model(cfg, 2), "ce", cfg.truncation, cfg.head_fraction,
+                                             reading=cfg.reading, window_stride=cfg.window_stride))
     return Path(path)
 
 
