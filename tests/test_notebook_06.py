@@ -9,6 +9,7 @@ import pytest
 def test_pretraining_study_runs_notebook_06(tmp_path):
     """Notebook 06 as `study --pretraining` runs it, at smoke size: two backbones, scratch and pre-trained runs
     of both losses; its figures, and a summary equal to the package's report on the same rows."""
+    from nanogpt.run.profiles import get_profile
     from nanogpt.study.baseline import tfidf_baseline
     from nanogpt.study.pretrain_study import pretraining_report, stored_pretraining
     from nanogpt.study.runs import run_pretraining_notebook
@@ -33,6 +34,10 @@ def test_pretraining_study_runs_notebook_06(tmp_path):
     assert all(c["n_runs"] == 2 and 0 <= c["ci_low"] <= c["churn"] <= c["ci_high"] <= 100
                for c in summary["churn"].values())
     assert summary["budget"]["tokens"][0] == 0 and len(summary["budget"]["accuracy"]) == 3  # scratch, 2 backbones
+    # accuracy against positions: backbone 0's CE seed 0 at the profile's block (no run with fewer positions here)
+    assert summary["positions"]["block_size"] == [get_profile("smoke").config.block_size]
+    first = runs[(runs["backbone"] == backbones["backbone_id"].iloc[0]) & (runs["loss"] == "ce") & (runs["seed"] == 0)]
+    assert summary["positions"]["accuracy"] == pytest.approx([100 * first["val_accuracy"].item()])
     # analysing only (a fresh clone's case): the same report from the stored rows, the probe from the summary
     again = run_pretraining_notebook("smoke", "lm-smoke", results_dir=out, figures_dir=tmp_path / "f2",
                                      reports_dir=tmp_path / "r2", progress=False, train=False, probe_limit=300)

@@ -251,6 +251,25 @@ def test_the_comparison_keeps_the_study_recipe_only():
     assert sorted(zip(kept["start"], kept["val_accuracy"])) == [("pre-trained", 0.89), ("scratch", 0.87)]
 
 
+def test_fewer_positions_make_the_positions_curve_not_the_comparison():
+    from nanogpt.run.profiles import get_profile
+    from nanogpt.study.pretrain_study import of_recipe, pretraining_positions
+
+    block = get_profile("ft").config.block_size
+    runs = _rows([("lm:b0", "ce", 0, 0.89, 0.25), ("lm:b0", "ce", 0, 0.88, 0.25), ("lm:b0", "ce", 0, 0.86, 0.25),
+                  ("lm:b0", "ce", 0, 0.80, 1.0), ("lm:b1", "ce", 0, 0.90, 0.25), ("lm:b0", "bce", 0, 0.9, 0.25)])
+    blocks = [block, block // 2, block // 4, block // 2, block // 2, block]
+    runs["config"] = [json.dumps({**json.loads(c), "block_size": b}) for c, b in zip(runs["config"], blocks)]
+    runs["run_id"] = [f"r{i}" for i in range(len(runs))]
+    runs["profile"] = "ft"
+    kept = of_recipe(runs, {"backbone_lr_scale": 0.25})
+    assert kept["run_id"].tolist() == ["r0", "r5"]  # the profile's block only (rows of "ft" compare with it)
+    curve = pretraining_positions(runs, "b0", "ce", 0, {"backbone_lr_scale": 0.25})
+    assert curve["block_size"].tolist() == [block // 4, block // 2, block]  # not b1, not BCE, not another rate
+    assert curve["accuracy"].tolist() == pytest.approx([86.0, 88.0, 89.0])
+    assert curve["train_minutes"].tolist() == pytest.approx([2.0] * 3)
+
+
 def test_report_numbers_against_hand_computed_ones():
     from nanogpt.study.analysis import load_plan
     from nanogpt.study.pretrain_study import difference_of_differences, pretraining_report, pretraining_verdict

@@ -30,7 +30,7 @@ RECIPES = {
     "ft": {"pretrain_overrides": {}, "finetune": FINETUNE, "backbone_seeds": (0, 1, 2)},
     "ft-long": {"pretrain_overrides": {"max_steps": 8000},
                 "finetune": {**FINETUNE, "reading": "windows", "truncation": "random_window"},
-                "backbone_seeds": (0,)},
+                "backbone_seeds": (0, 1, 2)},
 }
 
 
@@ -200,26 +200,50 @@ def pretraining_verdict(report: dict) -> list[str]:
 # --------------------------------------------------------------------------------------- reading back
 
 
-def of_recipe(runs: pd.DataFrame, finetune: dict | None = None) -> pd.DataFrame:
-    """The rows trained as the study trains them: scratch rows with the profile's own settings of the `finetune`
-    fields, pre-trained rows with `finetune` (default FINETUNE). Rows of other recipes (the measurements that
-    chose it) stay in runs.csv but out of the comparison."""
+def of_recipe(runs: pd.DataFrame, finetune: dict | None = None, free: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The rows trained as the study trains them: scratch rows with their profile's own settings of the compared
+    fields, pre-trained rows with `finetune` (default FINETUNE) on top of it. The compared fields: every field
+    some recipe sets, and the block (a run reading fewer positions is a point of `pretraining_positions`), less
+    `free`. Rows of other recipes (the measurements that chose it) stay in runs.csv but out of the comparison."""
     import json
-
-    from nanogpt.run.config import TrainConfig
 
     finetune = FINETUNE if finetune is None else finetune
     runs = with_start(runs)
     if runs.empty:
         return runs.reset_index(drop=True)
-    default = TrainConfig()
     # every field some recipe sets: a run of another recipe (e.g. whole reviews) never passes for this one's
-    fields = set(finetune) | {k for r in RECIPES.values() for k in r["finetune"]}
+    fields = (set(finetune) | {k for r in RECIPES.values() for k in r["finetune"]} | {"block_size"}) - set(free)
+    profiles = runs["profile"] if "profile" in runs.columns else pd.Series([None] * len(runs), index=runs.index)
     configs = runs["config"].map(json.loads)
-    keep = [all(c.get(k, getattr(default, k)) == (finetune.get(k, getattr(default, k)) if start == "pre-trained"
-                                                  else getattr(default, k)) for k in fields)
-            for c, start in zip(configs, runs["start"])]
+    keep = []
+    for c, start, profile in zip(configs, runs["start"], profiles):
+        base = _profile_config(profile)
+        want = {k: finetune.get(k, getattr(base, k)) if start == "pre-trained" else getattr(base, k) for k in fields}
+        keep.append(all(c.get(k, getattr(base, k)) == want[k] for k in fields))
     return runs[keep].reset_index(drop=True)
+
+
+def _profile_config(profile):
+    """The TrainConfig of a row's profile (the dataclass defaults for rows of no known profile)."""
+    from nanogpt.run.config import TrainConfig
+    from nanogpt.run.profiles import PROFILES
+
+    return PROFILES[profile].config if isinstance(profile, str) and profile in PROFILES else TrainConfig()
+
+
+def pretraining_positions(runs: pd.DataFrame, backbone_id: str, loss: str = "ce", seed: int = 0,
+                          finetune: dict | None = None) -> pd.DataFrame:
+    """Accuracy against positions: `loss`/`seed` fine-tuned from one backbone with the study's recipe, each run
+    reading windows of its own `block_size` (the backbone's block or fewer of its positions), with its training
+    minutes. One seed per point: a hint of what more positions would buy, not a result."""
+    import json
+
+    runs = of_recipe(runs[(runs["loss"] == loss) & (runs["seed"] == seed)], finetune, free=("block_size",))
+    runs = runs[runs["backbone"] == backbone_id]
+    return pd.DataFrame({"block_size": runs["config"].map(lambda c: int(json.loads(c)["block_size"])),
+                         "accuracy": runs["val_accuracy"].astype(float) * 100,
+                         "train_minutes": runs["train_seconds"].astype(float) / 60,
+                         "run_id": runs["run_id"]}).sort_values("block_size").reset_index(drop=True)
 
 
 def stored_pretraining(results_dir: str | Path, profile: str, pretrain_profile: str,
