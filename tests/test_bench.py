@@ -39,6 +39,8 @@ def test_quick_bench_runs_and_reports_sane_numbers(tmp_path):
     starts = {(row["start"], row["loss"]) for row in b["pretraining_compute"]["ft"]}
     assert starts == {(s, loss) for s in ("scratch", "pre-trained") for loss in ("ce", "bce")}
     assert b["pretraining_budget"][0]["tokens"] == 0 and len(b["pretraining_budget"]) >= 2
+    positions = [row["block_size"] for row in b["pretraining_positions"]["ft-long"]]  # the committed 64-256 runs
+    assert positions == sorted(positions) and positions[-1] == 256 and len(positions) >= 3
     # the cost to serve beside the accuracy, from the committed rows: TF-IDF, the cpu model, the pre-trained recipes
     cost = {row["model"]: row for row in b["cost_rows"]}
     assert {"TF-IDF + logistic regression", "cpu, from scratch", "ft, 16.4M-token backbone, head+tail"} <= set(cost)

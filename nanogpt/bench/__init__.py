@@ -81,12 +81,14 @@ def pretraining_section(show, quick: bool, results_dir=None) -> dict:
         RECIPES,
         compute_table,
         pretraining_budget,
+        pretraining_positions,
         stored_backbones,
         stored_pretraining,
     )
 
     results_dir = results_dir or REPO_ROOT / "results"
-    out: dict = {"pretraining_compute": {}}
+    out: dict = {"pretraining_compute": {}, "pretraining_positions": {}}
+    every = read_results(runs_csv(results_dir), finished_only=True) if runs_csv(results_dir).is_file() else None
     for name, recipe in RECIPES.items():
         try:
             runs, backbones = stored_pretraining(results_dir, "ft", "lm-cpu", recipe["finetune"],
@@ -108,9 +110,14 @@ def pretraining_section(show, quick: bool, results_dir=None) -> dict:
             show(f"compute, {name} {r.start} {r.loss.upper()}", text)
         out["pretraining_compute"][name] = table.to_dict("records")
         out.setdefault("pretraining_precision", where)
+        positions = pretraining_positions(every[every["profile"] == "ft"], backbones["backbone_id"].iloc[0], "ce", 0,
+                                          recipe["finetune"])
+        if len(positions) > 1:  # runs reading fewer of the backbone's positions are here
+            show(f"positions, {name}", "CE seed 0, positions per window: " + ", ".join(
+                f"{r.block_size} -> {r.accuracy:.2f}%" for r in positions.itertuples()))
+            out["pretraining_positions"][name] = positions.drop(columns="run_id").to_dict("records")
     if not out["pretraining_compute"]:
         return {"pretraining_compute": None}
-    every = read_results(runs_csv(results_dir), finished_only=True)
     budget = pretraining_budget(every[every["profile"] == "ft"], stored_backbones(results_dir, "lm-cpu"))
     for r in budget.itertuples():
         show("budget, CE seed 0", f"{r.tokens / 1e6:4.1f}M pre-training tokens: {r.accuracy:.2f}% after "
