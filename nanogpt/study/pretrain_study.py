@@ -234,7 +234,7 @@ def _profile_config(profile):
 def pretraining_positions(runs: pd.DataFrame, backbone_id: str, loss: str = "ce", seed: int = 0,
                           finetune: dict | None = None) -> pd.DataFrame:
     """Accuracy against positions: `loss`/`seed` fine-tuned from one backbone with the study's recipe, each run
-    reading windows of its own `block_size` (the backbone's block or fewer of its positions), with its training
+    reading its own `block_size` at a time (the backbone's block or fewer of its positions), with its training
     minutes. One seed per point: a hint of what more positions would buy, not a result."""
     import json
 
