@@ -1,4 +1,5 @@
 """Studies on a Dask cluster: a real LocalCluster of 2 worker processes, tiny configs."""
+import json
 import os
 import signal
 import subprocess
@@ -68,6 +69,8 @@ def test_a_worker_killed_mid_run_is_survived(tmp_path, client):
     assert len(rows) == 1 and rows["status"].tolist() == ["ok"]  # exactly once
     assert rows["val_accuracy"].iloc[0] == reference["val_accuracy"].iloc[0]
     assert rows["val_loss"].iloc[0] == reference["val_loss"].iloc[0]
+    resumed_from = json.loads(run.meta.read_text())["resumed_from_step"]
+    assert resumed_from > 0 and resumed_from % 10 == 0  # the retried task continued from a saved state
 
 
 def test_a_run_that_raises_is_recorded_failed_and_the_others_finish(tmp_path, client):

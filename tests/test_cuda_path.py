@@ -80,6 +80,7 @@ def test_compiled_run_resumes_where_it_stopped(tmp_path, monkeypatch):
         T.train(cfg)
     monkeypatch.setattr(T, "learning_rate_at", original)
     resumed = T.train(cfg, resume=True)
+    assert resumed.resumed_from_step == 3  # the compiled run continued from its saved state
     assert resumed.history["step"].tolist() == eager.history["step"].tolist() == list(range(1, 7))
     diff = (resumed.history["train_loss"] - eager.history["train_loss"]).abs().max()
     assert diff <= G.TOLERANCE["fp32"] and abs(resumed.val_loss - eager.val_loss) <= G.TOLERANCE["fp32"]

@@ -74,7 +74,7 @@ def test_resume_refuses_a_state_of_another_config(tmp_path):
     state.write_bytes(b"torn")
     with pytest.raises(ValueError, match="cannot be read to resume"):
         train(cfg, resume=True)
-    assert train(cfg, resume=False).steps == 4  # without --resume the run starts afresh
+    assert train(cfg, resume=False).resumed_from_step == 0  # without --resume the run starts afresh
 
 
 def test_nan_loss_is_recorded_as_failed_never_as_accuracy(tmp_path, monkeypatch):

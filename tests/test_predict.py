@@ -27,15 +27,23 @@ def test_predict_batch_and_single(clf, tiny_run):
     assert preds.sentiments[0] in ("negative", "positive") and preds.to_records()[0]["label"] in (0, 1)
 
 
-def test_predictions_match_training_evaluation(tiny_run):
-    """The classifier scores validation reviews exactly as the training loop did."""
+def test_predictions_match_training_evaluation(learnt_run):
+    """The classifier scores validation reviews exactly as the training loop did: review by review, the
+    probability the run saved, from a model that learnt (both labels among its answers), on reviews whose
+    sentiment sits in their last words (a scorer that read less than the run did would miss it)."""
+    import pandas as pd
+
     from nanogpt.data.imdb import load_imdb
 
-    result = tiny_run["bce"]
-    clf = Classifier.load(result.checkpoint, precision="auto")
-    val = load_imdb()["validation"][:256]
+    cfg, result = learnt_run
+    clf = Classifier.load(result.checkpoint, precision="fp32")
+    val = load_imdb(cfg.source)["validation"]
+    saved = pd.read_csv(result.run_dir / "val_predictions.csv")
+    assert len(saved) == len(val) and saved["label"].tolist() == list(val["label"])
     preds = clf.predict(val["text"])
-    assert np.mean(preds.labels == np.array(val["label"])) == pytest.approx(result.val_accuracy, abs=2 / 256)
+    np.testing.assert_allclose(preds.probabilities, saved["positive_probability"], rtol=0, atol=1e-5)
+    assert np.array_equal(preds.labels, (saved["positive_probability"].to_numpy() > 0.5).astype(int))
+    assert result.val_accuracy >= 0.9 and set(preds.labels.tolist()) == {0, 1}  # the fixture discriminates
 
 
 def test_long_review_is_truncated_like_training(clf):

@@ -125,7 +125,10 @@ def test_interrupted_pretraining_resumes_to_the_same_backbone(tmp_path, backbone
     state = tmp_path / "results" / "backbones" / cfg.backbone_id() / "state.pt"
     assert state.is_file() and torch.load(state, weights_only=True)["step"] == 15
     monkeypatch.setattr(P, "window_batch", real)
-    resumed = load_backbone(P.pretrain(cfg).path)
+    again = P.pretrain(cfg)
+    assert again.resumed_from_step == 15 and backbone.resumed_from_step == 0  # from the state, not step 0
+    assert json.loads((again.path.parent / "meta.json").read_text())["resumed_from_step"] == 15
+    resumed = load_backbone(again.path)
     first = load_backbone(backbone.path)
     for k, v in first["backbone_state"].items():
         assert torch.equal(v, resumed["backbone_state"][k]), k

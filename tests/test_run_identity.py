@@ -103,6 +103,8 @@ def test_resume_finds_its_state_however_the_folder_is_spelled(tmp_path, monkeypa
     else:
         cfg = cfg.replace(checkpoint_interval=7)
     resumed = train(cfg, resume=True)
+    assert resumed.resumed_from_step == 8  # it continued from the saved state, not from step 0
+    assert json.loads(RunDir(cfg.out_dir, cfg.run_id()).meta.read_text())["resumed_from_step"] == 8
     assert resumed.val_accuracy == reference.val_accuracy and resumed.val_loss == reference.val_loss
     assert not RunDir(cfg.out_dir, cfg.run_id()).state.exists()
 

@@ -179,16 +179,21 @@ def test_a_failing_prediction_fails_only_its_request(checkpoints, caplog):
     models = load_models([checkpoints["ce"]])
     clf = models["ce"].classifier
     real = clf.predict
+    calls = []
 
     def predict(texts, batch_size=64):
+        calls.append(sorted(texts))
         if any("BOOM" in t for t in texts):
             raise RuntimeError("the model fell over")
         return real(texts, batch_size)
 
     clf.predict = predict
-    with ServerThread(create_app(models, Limits(max_wait_ms=200))) as srv:
-        with ThreadPoolExecutor(2) as pool:  # both land in one batch (200 ms window): only BOOM fails
+    with ServerThread(create_app(models, Limits(max_wait_ms=1000))) as srv:
+        with ThreadPoolExecutor(2) as pool:  # both land in one batch (1 s window): only BOOM fails
             bad, good = pool.map(lambda t: post(srv.url, {"texts": [t]}), ["BOOM", "A fine film."])
+        # the merged pass failed, then each request ran alone: the isolation path itself, not two lone requests
+        ours = [c for c in calls if set(c) & {"BOOM", "A fine film."}]  # not the service's warm-up pass
+        assert ours[0] == ["A fine film.", "BOOM"] and sorted(ours[1:]) == [["A fine film."], ["BOOM"]]
         assert bad.status_code == 500 and bad.json()["error"] == "prediction failed"
         assert bad.json()["error_id"] in caplog.text and "the model fell over" in caplog.text
         assert good.status_code == 200

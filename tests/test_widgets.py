@@ -48,7 +48,21 @@ def test_sample_fills_the_text(panel):
 def test_odd_unicode_and_markup_are_safe(panel):
     panel.text.value = "<script>alert(1)</script> 🎬 \x00 \u202e"
     panel.button.click()
-    assert panel.last_result is not None and "<script>" not in panel.message.value
+    assert panel.last_result is not None and panel.message.value == ""
+    assert all("<script>" not in label.value for label in panel.labels.values())
+
+
+def test_an_error_naming_markup_is_shown_escaped(panel, monkeypatch):
+    """The message is the one place the panel shows text it did not write (an error's words): escaped there."""
+    def refuse(path):
+        raise ValueError("<script>alert(1)</script> is not a checkpoint")
+
+    monkeypatch.setattr(panel, "_classifier", refuse)
+    panel.text.value = "A fine film."
+    panel.button.click()
+    assert panel.last_result is None
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; is not a checkpoint" in panel.message.value
+    assert "<script>" not in panel.message.value
 
 
 def test_no_checkpoints_is_a_clear_error(tmp_path):

@@ -163,6 +163,7 @@ def test_a_random_window_run_resumes_to_the_same_numbers(windows_run):
     before = (run_dir / "val_predictions.csv").read_text()
     (run_dir / "meta.json").unlink()
     resumed = train(cfg, resume=True)
+    assert result.resumed_from_step == 0 and resumed.resumed_from_step == 6  # from the saved state, not step 0
     assert resumed.val_accuracy == result.val_accuracy and resumed.val_loss == result.val_loss
     assert (run_dir / "val_predictions.csv").read_text() == before
 

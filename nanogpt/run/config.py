@@ -222,6 +222,7 @@ class RunResult:
     device: str
     precision: str
     row: dict = field(repr=False, default_factory=dict)
+    resumed_from_step: int = 0  # the saved step this process started from (0: trained from the first step)
 
     @property
     def checkpoint(self) -> Path:

@@ -300,6 +300,7 @@ class BackboneResult:
     train_seconds: float
     history: pd.DataFrame
     row: dict
+    resumed_from_step: int = 0  # the saved step this process started from (0: from the first step)
 
 
 def pretrain(config: PretrainConfig, resume: bool = True) -> BackboneResult:
@@ -415,14 +416,15 @@ def pretrain(config: PretrainConfig, resume: bool = True) -> BackboneResult:
     row["backbone_sha256"] = sha
     pd.DataFrame(history).to_csv(folder / "history.csv", index=False)
     # meta.json last: with it the backbone counts as finished
-    atomic_write_json(meta_path, {"row": row, "environment": environment(device, precision)})
+    atomic_write_json(meta_path, {"row": row, "environment": environment(device, precision),
+                                  "resumed_from_step": start})
     upsert_backbone_row(index, row)
     state_path.unlink(missing_ok=True)
     if not cfg.quiet:
         print(f"backbone {backbone_id}: validation perplexity {last['val_perplexity']:.1f} after {tokens:,} tokens, "
               f"{seconds / 60:.1f} min -> {ckpt_path}")
     return BackboneResult(backbone_id, ckpt_path, last["val_perplexity"], cfg.max_steps, tokens, seconds,
-                          pd.DataFrame(history), row)
+                          pd.DataFrame(history), row, resumed_from_step=start)
 
 
 def upsert_backbone_row(index, row: dict) -> None:

@@ -275,7 +275,7 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
     # meta.json last in the folder: with it the run counts as finished, whatever happens to runs.csv
     run.write_meta(row, config=asdict(cfg), model_config=asdict(raw_model.config), metrics=metrics,
                    environment=environment(device, precision), val_loss=val_loss, train_seconds=train_seconds,
-                   tokens_per_second=tps)
+                   tokens_per_second=tps, resumed_from_step=start_step)
     if write_index:
         upsert_result_row(index, row)
         archive_finished_run(cfg.out_dir, row)  # with --keep none the archive is its predictions' lasting copy
@@ -286,7 +286,7 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
     return RunResult(run_id=run_id, run_dir=run.path, loss=cfg.loss, seed=cfg.seed, val_accuracy=metrics["accuracy"],
                      val_loss=val_loss, metrics=metrics, history=history_df, steps=cfg.max_steps,
                      train_seconds=train_seconds, tokens_per_second=tps, device=device.type, precision=precision,
-                     row=row)
+                     row=row, resumed_from_step=start_step)
 
 
 def train_unless_finished(cfg: TrainConfig, run: RunDir, write_index: bool = True) -> tuple[str, dict]:
