@@ -31,7 +31,7 @@ def test_outputs_of_a_run(tiny_run):
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["config"]["loss"] == "ce" and meta["environment"]["torch_version"] == torch.__version__
     runs = pd.read_csv(run_dir.parent.parent / "runs.csv")
-    assert list(runs.columns[: len(RUNS_COLUMNS)]) == RUNS_COLUMNS or set(RUNS_COLUMNS) <= set(runs.columns)
+    assert set(RUNS_COLUMNS) <= set(runs.columns)  # every field a row promises (more may follow)
     assert sorted(runs["loss"]) == ["bce", "ce"]
     row = runs[runs["loss"] == "ce"].iloc[0]
     assert row["val_accuracy"] == pytest.approx(result.val_accuracy)
