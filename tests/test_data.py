@@ -162,3 +162,45 @@ def test_huge_review_is_truncated(tmp_path):
     huge = "a remarkable film " * 300_000  # about 5 MB
     split = tokenize_texts([huge, "short"], [1, 0], block_size=128)
     assert split.lengths.tolist() == [128, 1] and split.full_lengths[0] > 500_000
+
+
+def _write_rows(path, rows):
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
+    return str(path)
+
+
+def test_a_text_seen_with_both_labels_is_dropped_entirely(tmp_path):
+    rows = [(f"review {i}", i % 2) for i in range(40)] + [("contested", 1), ("contested", 0), ("contested", 1)]
+    dsd = load_imdb(_write_rows(tmp_path / "c.csv", rows), val_fraction=0.25)
+    texts = list(dsd["train"]["text"]) + list(dsd["validation"]["text"])
+    assert "contested" not in texts and len(texts) == 40  # neither label kept, not the majority's
+    report = data.dedupe_report(str(tmp_path / "c.csv"))
+    assert (report["rows_read"], report["duplicates_dropped"], report["rows_kept"]) == (43, 3, 40)
+
+
+def test_one_class_left_after_deduplication_is_one_clear_error(tmp_path):
+    rows = [(f"good {i}", 1) for i in range(20)] + [("bad", 0), ("bad", 1)]  # the only negative is contested
+    with pytest.raises(DataValidationError, match="after deduplication only one class is left"):
+        load_imdb(_write_rows(tmp_path / "one.csv", rows))
+
+
+def test_an_unreadable_csv_is_one_clear_error(tmp_path):
+    torn = tmp_path / "torn.csv"
+    torn.write_text('text,label\n"an unclosed quote,1\nfine,0\n')
+    with pytest.raises(DataValidationError, match="torn.csv: not a readable CSV"):
+        load_imdb(str(torn))
+
+
+def test_labels_are_coerced_from_numeric_text():
+    frame = pd.DataFrame({"text": ["good", "bad", "fine"], "label": ["1.0", "0", 1.0]})
+    out = validate_reviews(frame, "test.csv")
+    assert out["label"].tolist() == [1, 0, 1] and out["label"].dtype == np.int64
+    with pytest.raises(DataValidationError, match="found '0.5'"):
+        validate_reviews(pd.DataFrame({"text": ["a", "b"], "label": ["0.5", "1"]}), "test.csv")
+
+
+def test_the_split_keeps_each_class_share(tmp_path):
+    rows = [(f"review {i}", int(i % 10 < 3)) for i in range(200)]  # 30% positive
+    dsd = load_imdb(_write_rows(tmp_path / "skew.csv", rows), val_fraction=0.2)
+    assert len(dsd["validation"]) == 40 and sum(dsd["validation"]["label"]) == 12  # stratified: 30% of 40
+    assert sum(dsd["train"]["label"]) == 48

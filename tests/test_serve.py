@@ -124,8 +124,8 @@ def _metric(url, name) -> float:
     ({"texts": []}, 422, "texts"), ({"texts": "a review"}, 422, "texts"), ({"texts": [3]}, 422, "texts.0"),
     ({"texts": ["ok", None]}, 422, "texts.1"), ({"texts": ["  "]}, 422, "texts.0"), ({}, 422, "texts"),
     ({"texts": ["ok"], "extra": 1}, 422, "extra"), ({"texts": ["ok"], "model": "gpt-5"}, 404, "model"),
-    ({"texts": ["ok"], "model": "/etc/passwd"}, 404, "model"), ({"texts": ["a"] * 17}, 413, "texts"),
-    ({"texts": ["ok", "x" * 5001]}, 413, "texts.1"), ([1, 2], 422, "body"), (None, 422, "body"),
+    ({"texts": ["ok"], "model": "/etc/passwd"}, 404, "model"), ({"texts": ["a"] * 17}, 422, "texts"),
+    ({"texts": ["ok", "x" * 5001]}, 422, "texts.1"), ([1, 2], 422, "body"), (None, 422, "body"),
 ])
 def test_bad_input_is_a_4xx_naming_the_field(server, body, status, field):
     r = post(server.url, body)
@@ -272,6 +272,50 @@ def test_models_are_named_and_the_command_line_is_checked(checkpoints, tmp_path,
         assert len(err) == 1 and text in err[0], err
 
 
+def test_a_model_warming_up_answers_503_and_readyz_names_it(checkpoints):
+    models = load_models([checkpoints["ce"], checkpoints["bce"]])
+    with ServerThread(create_app(models)) as srv:
+        assert httpx.get(f"{srv.url}/readyz", timeout=30).status_code == 200
+        models["bce"].ready = False  # what a model is until its warm-up pass has run
+        r = post(srv.url, {"texts": ["A fine film."], "model": "bce"})
+        assert r.status_code == 503 and r.json()["error"] == "model 'bce' is not ready yet"
+        ready = httpx.get(f"{srv.url}/readyz", timeout=30)
+        assert ready.status_code == 503 and ready.json()["waiting_for"] == ["bce"]
+        assert httpx.get(f"{srv.url}/healthz", timeout=30).status_code == 200  # alive, only not ready
+        assert post(srv.url, {"texts": ["A fine film."]}).status_code == 200  # the default (ce) is ready
+        models["bce"].ready = True
+        assert post(srv.url, {"texts": ["A fine film."], "model": "bce"}).status_code == 200
+
+
+def test_the_default_model_and_model_names_are_checked(checkpoints, capsys):
+    from nanogpt.__main__ import main
+
+    models = load_models([checkpoints["ce"]])
+    with pytest.raises(ValueError, match=r"default model 'bce' is not loaded; loaded: \['ce'\]"):
+        create_app(models, default="bce")
+    assert main(["serve", "--checkpoint", checkpoints["ce"], "--default", "nope"]) == 1
+    assert "default model 'nope' is not loaded" in capsys.readouterr().err
+    for bad in ("a b", "caf\u00e9!", "x;rm", "<m>"):
+        with pytest.raises(ValueError, match="use letters, digits"):
+            load_models([f"{bad}={checkpoints['ce']}"])
+    named = load_models([f"v1.2_calm-B={checkpoints['ce']}"])
+    assert list(named) == ["v1.2_calm-B"]
+    spelled_as_path = load_models([checkpoints["ce"].replace("/model.pt", "/./model.pt")])
+    assert list(spelled_as_path) == ["ce"]  # a path with '=' nowhere is a path, not a name
+
+
+def test_limits_refuse_a_body_cap_below_what_the_schema_allows():
+    smallest = 4 * (100 + 4) + 64  # the largest ASCII request the schema allows, in bytes
+    assert Limits(max_texts=4, max_chars=100, max_body_bytes=smallest).max_body_bytes == smallest
+    with pytest.raises(ValueError, match=rf"cannot hold 4 texts of 100 characters.*at least {smallest}"):
+        Limits(max_texts=4, max_chars=100, max_body_bytes=smallest - 1)
+    for name in ("max_texts", "max_chars", "max_body_bytes", "max_batch"):
+        with pytest.raises(ValueError, match=f"{name} must be >= 1"):
+            Limits(**{name: 0})
+    with pytest.raises(ValueError, match="max_wait_ms must be >= 0"):
+        Limits(max_wait_ms=-1)
+
+
 def test_the_openapi_document_states_what_the_service_enforces(server):
     """/openapi.json carries the limits the service was started with, every error response with its body, and
     /metrics' content type; requests drawn from the schema alone are all answered 200, and what it calls blank
@@ -300,10 +344,16 @@ def test_the_openapi_document_states_what_the_service_enforces(server):
         if 0xD800 <= c <= 0xDFFF:
             continue
         assert is_blank(ch * 2) == (not (ch * 2).strip()) == (re.search(NOT_BLANK, ch * 2) is None), hex(c)
-    # too many, too long, blank: each refused with the status the document gives for it
-    assert post(server.url, {"texts": ["good"] * 17}).status_code == 413
-    assert post(server.url, {"texts": ["x" * 5001]}).status_code == 413
-    assert post(server.url, {"texts": ["\u2003\x1c"]}).status_code == 422
+    # too many, one character too long, blank, not UTF-8: each a schema violation, 422, with the Error body; 413
+    # is the body cap's alone; every status the service answers is one the document lists
+    for body in ({"texts": ["good"] * 17}, {"texts": ["x" * 5001]}, {"texts": ["\u2003\x1c"]}):
+        r = post(server.url, body)
+        assert r.status_code == 422 and set(r.json()) <= set(doc["components"]["schemas"]["Error"]["properties"])
+    assert post(server.url, {"texts": ["x" * 5000]}).status_code == 200  # the limit itself is allowed
+    for raw in (b"\x80abc", b'{"texts": ["\xc3"]}'):
+        r = httpx.post(f"{server.url}/v1/classify", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["field"] == "body" and "UTF-8" in r.json()["error"], r.text
+    assert "400" not in responses
 
 
 schema_texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60).filter(

@@ -73,10 +73,10 @@ def openapi_contract(app, limits, model_names: list[str], api_key: bool, metrics
     request["description"] = (f"At most {limits.max_body_bytes} bytes of JSON (checked before parsing: 413). The "
                               "limits below are the handler's own checks, in the schema.")
     request["x-max-body-bytes"] = limits.max_body_bytes
-    common = {"413": _error(f"too many texts (> {limits.max_texts}), a text over {limits.max_chars} characters, or a "
-                            f"body over {limits.max_body_bytes} bytes"),
-              "422": _error("not valid against this schema: the body is not the JSON object described, no text, or "
-                            "a blank text"),
+    common = {"413": _error(f"a body over {limits.max_body_bytes} bytes (refused before parsing)"),
+              "422": _error(f"not valid against this schema: the body is not UTF-8 JSON or not the object described, "
+                            f"no text, more than {limits.max_texts} texts, a text over {limits.max_chars} characters, "
+                            "or a blank text"),
               "500": _error("the prediction failed; the others go on (error_id in the log)")}
     if api_key:
         doc["components"]["securitySchemes"] = {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}

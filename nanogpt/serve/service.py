@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nanogpt.core.losses import LABEL_NAMES
 from nanogpt.serve.batcher import MicroBatcher
@@ -260,6 +262,13 @@ def create_app(models: dict[str, ServedModel], limits: Limits = Limits(), api_ke
         first = problems[0] if problems else {"field": "body", "message": "invalid request"}
         return _error(422, f"{first['field']}: {first['message']}", field=first["field"], problems=problems[:20])
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI's answer to a body that is not UTF-8 JSON: the contract's 422
+            return _error(422, "body: invalid JSON (not UTF-8 text)", field="body",
+                          problems=[{"field": "body", "message": "invalid JSON (not UTF-8 text)"}])
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception):  # the last resort: never a dropped connection
         error_id = uuid.uuid4().hex[:12]
@@ -273,12 +282,13 @@ def create_app(models: dict[str, ServedModel], limits: Limits = Limits(), api_ke
             return _error(404, f"unknown model {name!r}; loaded: {sorted(models)}", field="model")
         if not body.texts:
             return _error(422, "texts: give at least one text", field="texts")
+        # limits the schema states (maxItems, maxLength) are schema violations: 422; 413 is the body-size cap's
         if len(body.texts) > limits.max_texts:
-            return _error(413, f"texts: {len(body.texts)} texts, over the limit of {limits.max_texts} per request",
+            return _error(422, f"texts: {len(body.texts)} texts, over the limit of {limits.max_texts} per request",
                           field="texts", limit=limits.max_texts)
         for i, text in enumerate(body.texts):
             if len(text) > limits.max_chars:
-                return _error(413, f"texts.{i}: {len(text)} characters, over the limit of {limits.max_chars}",
+                return _error(422, f"texts.{i}: {len(text)} characters, over the limit of {limits.max_chars}",
                               field=f"texts.{i}", limit=limits.max_chars)
             if is_blank(text):
                 return _error(422, f"texts.{i}: the text is empty", field=f"texts.{i}")
