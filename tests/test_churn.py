@@ -164,3 +164,45 @@ def test_plan2_report_decides_on_the_replication_sample_alone(tmp_path):
     assert any(line.startswith("Processor (replication on AMD EPYC") for line in report["verdict"])
     assert len(report["reviews"]["ensemble"]["ce"]) == 10 and len(report["reviews"]["by_length"]["bce"]) == 5
     assert pd.DataFrame(report["paper_observation"])["n"].tolist() == list(range(3, 21))
+
+
+def _two_processor_study(tmp_path, replication_noise: dict, seed: int = 5):
+    """Synthetic pilot (seeds 0-9, processor A) and replication (seeds 100-109, processor B), 300 reviews; each
+    run's answers are the review's margin plus a run shift plus review noise, the replication's noise per loss as
+    given (the pilot's is 0.5): plan 2's report over them."""
+    from nanogpt.run.predictions import archive_val_predictions
+    from nanogpt.study.stability import stability_report
+
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(1.0, 1.2, 300)
+    truth = (mu > 0).astype(int)
+    rows, preds = [], {}
+    for loss in ("ce", "bce"):
+        for s in list(range(10)) + list(range(100, 110)):
+            noise = replication_noise[loss] if s >= 100 else 0.5
+            rid = f"fast-{loss}-seed{s}"
+            p = norm.cdf(mu + rng.normal(0, 0.3) + rng.normal(0, noise, 300)).astype(np.float16).astype(float)
+            preds[rid] = pd.DataFrame({"label": truth, "positive_probability": p})
+            rows.append({"run_id": rid, "loss": loss, "arm": loss, "seed": s, "status": "ok",
+                         "val_accuracy": float(((p > 0.5) == truth).mean()),
+                         "processor": "Processor B" if s >= 100 else "Processor A", "isa": "avx2"})
+    archive_val_predictions(tmp_path, "fast", preds)
+    plan = {"primary": {"equivalence_band": [0.9, 1 / 0.9]}}
+    return stability_report(pd.DataFrame(rows), tmp_path, plan, lengths=rng.integers(10, 500, 300), n_boot=400,
+                            n_perm=200)
+
+
+def test_the_processor_test_finds_a_real_shift_and_none_where_there_is_none(tmp_path):
+    """Plan 2's processor test (replication minus pilot): CE's runs made much noisier on processor B is a shift
+    (churn up, accuracy down) named in the verdict, BCE unchanged is not; the same noise on both processors is
+    no shift for either loss."""
+    shifted = _two_processor_study(tmp_path / "shifted", {"ce": 1.5, "bce": 0.5})
+    ce, bce = shifted["processor"]["ce"], shifted["processor"]["bce"]
+    assert ce["shifts"] and ce["churn_ratio_ci"][0] > 1 and ce["mean_diff_ci"][1] < 0
+    assert not bce["shifts"]
+    line = next(v for v in shifted["verdict"] if v.startswith("Processor (replication on Processor B"))
+    assert "The processor shifts CE:" in line and "shifts CE and BCE" not in line
+    same = _two_processor_study(tmp_path / "same", {"ce": 0.5, "bce": 0.5})
+    assert not same["processor"]["ce"]["shifts"] and not same["processor"]["bce"]["shifts"]
+    line = next(v for v in same["verdict"] if v.startswith("Processor (replication on Processor B"))
+    assert line.endswith("No shift detected: the processor acts as one more random factor here.")

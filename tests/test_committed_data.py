@@ -45,6 +45,35 @@ def test_the_archive_adds_and_updates_entries_and_never_drops_one(tmp_path):
     assert path.read_bytes() == b"torn"
 
 
+def test_an_unreadable_archive_is_passed_over_when_reading_and_failed_runs_never_enter(tmp_path):
+    from nanogpt.run.predictions import (
+        archive_finished_run,
+        archive_val_predictions,
+        archived_run_ids,
+        available_val_predictions,
+        load_val_predictions,
+        predictions_archive,
+    )
+    from nanogpt.run.rundir import RunDir
+
+    good = pd.DataFrame({"label": [0, 1], "positive_probability": [0.25, 0.75]})
+    archive_val_predictions(tmp_path, "b", {"kept": good})
+    predictions_archive(tmp_path, "a").write_bytes(b"torn")  # read first (sorted), unreadable: passed over
+    assert load_val_predictions(tmp_path, "kept")["positive_probability"].tolist() == [0.25, 0.75]
+    with pytest.raises(FileNotFoundError, match="run gone: no validation predictions"):
+        load_val_predictions(tmp_path, "gone")
+    found, missing = available_val_predictions(tmp_path, pd.DataFrame({"run_id": ["kept", "gone"]}))
+    assert list(found) == ["kept"] and missing == ["gone"]
+    # a failed run (its folder may even hold predictions of an earlier attempt) is never archived
+    run = RunDir(tmp_path, "failed-run")
+    run.path.mkdir(parents=True)
+    run.write_val_predictions(np.array([0, 1]), np.array([0.5, 0.5]))
+    assert archive_finished_run(tmp_path, {"run_id": "failed-run", "profile": "b", "status": "failed"}) is None
+    assert archived_run_ids(predictions_archive(tmp_path, "b")) == {"kept"}
+    assert archive_finished_run(tmp_path, {"run_id": "failed-run", "profile": "b", "status": "ok"}) is not None
+    assert archived_run_ids(predictions_archive(tmp_path, "b")) == {"kept", "failed-run"}  # the same row, ok
+
+
 def test_a_run_lands_in_the_archive_as_it_finishes(tmp_path):
     """With --keep none the archive is the only lasting copy of a run's predictions: it is written per run, not
     left to notebook 04."""
