@@ -66,12 +66,34 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _is_main_job(args) -> bool:
+    """`study` with none of the options that name a study: the main job (see cmd_study)."""
+    return (args.profile is None and args.seeds is None and args.design == "fixed" and args.losses == "ce,bce"
+            and not args.pretraining)
+
+
 def cmd_study(args) -> int:
     from nanogpt.study.runs import parse_seeds, run_study
     from nanogpt.study.stats import format_comparison
 
     if args.pretraining:
+        if args.fresh:
+            raise UsageError("--fresh retrains the decided study; the pre-training study resumes on its own.")
+        args.figures, args.reports = args.figures or "figures", args.reports or "reports"
         return _pretraining_study(args)
+    main_job = _is_main_job(args)
+    if args.fresh and not main_job:
+        raise UsageError("--fresh retrains the decided study as it was run: give no --profile, --seeds, --design "
+                         "or --losses with it.")
+    if args.fresh:
+        args.figures = args.figures or str(Path(args.out) / "figures")
+        args.reports = args.reports or str(Path(args.out) / "reports")
+    args.figures, args.reports = args.figures or "figures", args.reports or "reports"
+    if main_job:
+        from nanogpt.run.profiles import default_profile_name
+
+        if default_profile_name() != "paper" or args.fresh:  # a CPU: the decided study is the whole main job
+            return _decided_study(args)
     prof = _resolve_profile(args.profile)
     try:
         seeds = parse_seeds(args.seeds) if args.seeds is not None else None
@@ -115,6 +137,67 @@ def cmd_study(args) -> int:
 
         print(f"Validation accuracy (%) per arm, design '{args.design}'\n" + arm_summary(runs).round(2).to_string())
     print(f"\nresults: {args.out}/runs.csv; checkpoints: {args.out}/runs/<run_id>/model.pt")
+    if main_job:  # with CUDA: the paper profile above is its own population; the answer is the decided study's
+        print("\n" + _answer_or_reason(args))
+    return 0
+
+
+def _answer_or_reason(args) -> str:
+    """The decided answer from the reports in --out, or one line saying why it cannot be printed."""
+    from nanogpt.study.answer import AnswerMissing, format_answer
+
+    try:
+        return format_answer(args.out, args.figures, None if args.no_notebooks else args.reports)
+    except AnswerMissing as exc:
+        return f"The decided answer is not available: {exc}"
+
+
+def _decided_study(args) -> int:
+    """The main job on a CPU: train what is unfinished of the decided study (DECIDED_STUDY, profile fast; on a
+    fresh clone nothing), run notebooks 01-05 on its population, and end with both verdicts."""
+    from nanogpt.study.answer import DECIDED_PROFILE, DECIDED_STUDY
+    from nanogpt.study.runs import design_configs, run_notebooks, run_study
+
+    try:
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers {args.workers}: use 1 or more.")
+        if args.workers is not None and args.scheduler:
+            raise ValueError("--workers starts a local cluster and --scheduler uses an existing one: give one.")
+        overrides = _run_overrides(args)
+        changed = {k: v for k, v in overrides.items() if not (k == "source" and v == "bundled")}
+        if changed:
+            raise ValueError(f"{sorted(changed)} would change the decided study's runs: name a --profile (e.g. "
+                             "--profile fast) to train a study of your own.")
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    out = Path(args.out)
+    if args.fresh:
+        if out.resolve() == (Path("results")).resolve() or (out.is_dir() and any(out.iterdir())):
+            raise UsageError(f"--fresh needs a new or empty results folder, and {out} is not: e.g. --out "
+                             "results-fresh (the committed results/ stay as they are).")
+        from nanogpt.study.estimate import describe_estimate
+
+        every = [c for design, losses, seeds in DECIDED_STUDY
+                 for c in design_configs(DECIDED_PROFILE, design, list(seeds), losses, out, True, **overrides)]
+        print(f"retraining the decided study from scratch into {out}: "
+              + (f"{len(every)} runs on Dask workers" if args.workers or args.scheduler
+                 else describe_estimate(every)))
+    if not args.quiet:
+        print(f"the main job: the study that decided the paper's claims (profile '{DECIDED_PROFILE}'); unfinished runs "
+              "train first, finished ones (committed rows included) are reused")
+    for design, losses, seeds in DECIDED_STUDY:
+        run_study(DECIDED_PROFILE, list(seeds), losses, out_dir=out, quiet=args.quiet, design=design,
+                  workers=args.workers, scheduler=args.scheduler, **overrides)
+    if not args.no_notebooks:
+        if not args.quiet:
+            print("\nevery run has finished; the notebooks now analyse them (01 -> 05):")
+        executed = run_notebooks(DECIDED_PROFILE, None, overrides["source"], out, args.figures, args.reports,
+                                 progress=not args.quiet)
+        print("\nexecuted notebooks:\n" + "\n".join(f"  {p}" for p in executed.values()))
+    print("\n" + _answer_or_reason(args))
+    if not args.fresh:
+        print("\nOther populations are one option away: --profile cpu (2 layers, 128 dims), --profile fast --seeds "
+              "0-9, --pretraining --recipe ft-long; retrain the decided study from scratch with --fresh --out DIR.")
     return 0
 
 

@@ -101,7 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last saved state")
     _add_run_options(p)
 
-    p = sub.add_parser("study", help="train both losses over the profile's seeds, then compare")
+    p = sub.add_parser("study", help="the study's answer (no options), or train both losses over a profile's seeds, "
+                                     "then compare",
+                       description="Without --profile, --seeds, --design or --losses: the main job. On a CPU it "
+                                   "trains what is unfinished of the study that decided the paper's claims (profile "
+                                   "fast: 200 + 200 fixed-split runs, 20 + 20 paired and 30 + 30 split-varied; on a fresh "
+                                   "clone every run is committed as finished), runs notebooks 01-05 on it and ends "
+                                   "with both verdicts; with CUDA it trains and analyses the paper profile first. "
+                                   "With any of those options: that study, as given (--profile defaults to paper "
+                                   "with CUDA, else cpu).")
     p.add_argument("--seeds", default=None, help="e.g. 0-4 or 0,1,2 (default: the profile's seeds)")
     p.add_argument("--losses", default="ce,bce", help="comma-separated subset of ce,bce (with --no-notebooks); "
                                                        "with --design paired, arms among ce,bce,bce-head2x")
@@ -124,10 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="ft", help="with --pretraining: the named study (pretrain_study.RECIPES): ft "
                                                   "(default; 16.4M tokens, head+tail) | ft-long (65.6M tokens, whole "
                                                   "reviews in windows)")
+    p.add_argument("--fresh", action="store_true",
+                   help="retrain the decided study from scratch into --out, which must be a new or empty folder "
+                        "(not the committed results/): prints the time estimate first (about 3 hours of "
+                        "2-core CPU for its 500 runs; less with --workers); figures and reports go under --out")
     p.add_argument("--no-notebooks", action="store_true",
                    help="train and print the table only, without executing the notebooks")
-    p.add_argument("--figures", default="figures", help="where the notebooks write figures (default: figures)")
-    p.add_argument("--reports", default="reports", help="where executed notebooks go (default: reports)")
+    p.add_argument("--figures", default=None, help="where the notebooks write figures (default: figures; with "
+                                                   "--fresh: <out>/figures)")
+    p.add_argument("--reports", default=None, help="where executed notebooks go (default: reports; with --fresh: "
+                                                   "<out>/reports)")
     _add_run_options(p)
 
     p = sub.add_parser("pretrain", help="pre-train a backbone as a language model on the training split's texts")

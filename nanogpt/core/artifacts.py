@@ -11,6 +11,7 @@ import fcntl
 import functools
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -90,6 +91,32 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def rounded(obj, significant: int = 8):
+    """`obj` (JSON-like) with every float rounded to `significant` digits: what two processors agree on."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{significant}g}") if math.isfinite(obj) else repr(obj)
+    if isinstance(obj, dict):
+        return {str(k): rounded(v, significant) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, significant) for v in obj]
+    return obj
+
+
+def write_report_json(path: str | Path, obj, significant: int = 8) -> bool:
+    """Write a report atomically unless the file there already says the same to `significant` digits: a report
+    regenerated on another processor, whose floats differ in their last bits only, leaves the committed file
+    untouched (no diff in git). True when the file was written."""
+    path = Path(path)
+    new = json.loads(json.dumps(obj, sort_keys=True, default=str))
+    try:
+        if rounded(json.loads(path.read_text()), significant) == rounded(new, significant):
+            return False
+    except (OSError, ValueError):
+        pass
+    atomic_write_json(path, new)
+    return True
 
 
 def atomic_write_csv(path: str | Path, df) -> Path:

@@ -59,7 +59,10 @@ def archive_val_predictions(results_dir: str | Path, profile: str, predictions: 
             except (OSError, ValueError) as exc:
                 raise ResultsIndexError(f"{path} is not a readable predictions archive ({exc}); it is left as it "
                                         "is. Restore it from git (git checkout -- <file>) and run again.") from exc
-        arrays.update(_archive_arrays(predictions))
+        new = _archive_arrays(predictions)
+        if all(name in arrays and np.array_equal(arrays[name], a) for name, a in new.items()):
+            return path  # nothing new: the file (committed, perhaps) keeps its bytes
+        arrays.update(new)
         buf = io.BytesIO()
         np.savez_compressed(buf, **dict(sorted(arrays.items())))
         return atomic_write_bytes(path, buf.getvalue())

@@ -19,6 +19,7 @@ from nanogpt.run.profiles import get_profile
 from nanogpt.run.results import load_histories, population_of, population_tag
 from nanogpt.run.rundir import RunDir
 from nanogpt.study import params as P
+from nanogpt.study.figure_digest import save_figure
 
 PALETTE = {"negative": "#c0504d", "positive": "#4f81bd"}
 
@@ -59,9 +60,8 @@ class Notebook:
         if self.design != "fixed":
             name = f"{Path(name).stem}-{self.design}{Path(name).suffix}"
         path = self.figures_dir / self.tag / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        print(f"figure -> {path}")
+        written = save_figure(fig, path, dpi=120, bbox_inches="tight")
+        print(f"figure -> {path}" + ("" if written else " (unchanged: it already shows this)"))
         return path
 
 
