@@ -39,8 +39,25 @@ def _run_overrides(args) -> dict:
         value = getattr(args, flag)
         if value is not None:
             over[key] = value
-    over["source"] = args.source
+    over["source"] = _source_of(args)
     return over
+
+
+def _source_of(args) -> str:
+    """--source, with --text-column / --label-column / --positive-label folded into a file's source string."""
+    options = {k: v for k, v in (("text", getattr(args, "text_column", None)),
+                                 ("label", getattr(args, "label_column", None)),
+                                 ("positive", getattr(args, "positive_label", None))) if v is not None}
+    if not options:
+        return args.source
+    if args.source in ("bundled", "hub"):
+        raise UsageError(f"--text-column, --label-column and --positive-label describe a file of your own; "
+                         f"--source {args.source} has its own columns.")
+    from nanogpt.data.userfile import file_source, parse_source
+
+    spec = parse_source(args.source)
+    merged = {"text": spec.text, "label": spec.label, "positive": spec.positive, **options}
+    return file_source(spec.path, merged["text"], merged["label"], merged["positive"])
 
 
 def _resolve_profile(name):
@@ -55,14 +72,38 @@ def _resolve_profile(name):
 def cmd_train(args) -> int:
     from nanogpt.run.train import train
 
-    prof = _resolve_profile(args.profile)
+    overrides = _run_overrides(args)
+    own_file = overrides["source"] not in ("bundled", "hub")
+    # a file of one's own trains on the profile made for it unless another is named
+    prof = _resolve_profile(args.profile or ("own" if own_file else None))
     try:
-        cfg = prof.make_config(args.loss, args.seed, out_dir=args.out, quiet=args.quiet, **_run_overrides(args))
+        cfg = prof.make_config(args.loss, args.seed, out_dir=args.out, quiet=args.quiet, **overrides)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
+    if own_file and not args.quiet:
+        from nanogpt.data.imdb import label_mapping
+
+        mapping = label_mapping(cfg.source)
+        print(f"labels of {cfg.source}: " + ", ".join(f"{k!r} -> {v}" for k, v in mapping.items()))
     result = train(cfg, resume=args.resume)
+    if (own_file or args.compare) and result.checkpoint.is_file():
+        from nanogpt.study.compare import compare_run, format_card
+
+        print(format_card(compare_run(result.run_dir, args.out)))
     print(json.dumps({"run_id": result.run_id, "val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
                       "checkpoint": str(result.checkpoint) if result.checkpoint.is_file() else None}))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from nanogpt.study.compare import compare_run, format_card
+
+    run_dir = Path(args.run)
+    if run_dir.name == "model.pt":
+        run_dir = run_dir.parent
+    if not (run_dir / "meta.json").is_file():
+        raise UsageError(f"{args.run}: not a finished run's folder (no meta.json). Give results/runs/<run_id>.")
+    print(format_card(compare_run(run_dir)))
     return 0
 
 
@@ -332,7 +373,8 @@ def cmd_gpu_check(args) -> int:
     return 0 if report["ok"] else EXIT_FAILURE
 
 
-COMMANDS = {"train": cmd_train, "study": cmd_study, "pretrain": cmd_pretrain, "classify": cmd_classify, "bench": cmd_bench,
+COMMANDS = {"train": cmd_train, "compare": cmd_compare, "study": cmd_study, "pretrain": cmd_pretrain,
+            "classify": cmd_classify, "bench": cmd_bench,
             "serve": cmd_serve, "gpu-check": cmd_gpu_check}
 
 

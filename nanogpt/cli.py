@@ -74,8 +74,16 @@ def _overrides(pairs: list[str], config_cls=None, own: dict | None = None) -> di
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default=None, help="smoke | fast | cpu | paper (default: paper with CUDA, else cpu)")
-    p.add_argument("--source", default="bundled", help="bundled (offline, default) | hub | path to a CSV")
+    p.add_argument("--profile", default=None, help="smoke | fast | cpu | ft | paper | own (default: own for a file of "
+                                                   "your own; else paper with CUDA, cpu without)")
+    p.add_argument("--source", default="bundled", help="bundled (offline, default) | hub | a labelled file of your own: "
+                                                       "CSV, TSV, JSON Lines or Parquet")
+    p.add_argument("--text-column", default=None, metavar="NAME", help="with a file: the column of texts (default text)")
+    p.add_argument("--label-column", default=None, metavar="NAME",
+                   help="with a file: the column of labels (default label): 0/1, booleans or two strings")
+    p.add_argument("--positive-label", default=None, metavar="VALUE",
+                   help="with a file whose labels are two strings: the one that means positive (default: pos, "
+                        "positive, yes or true when present, else the second in sorted order)")
     p.add_argument("--out", default="results", help="results folder (default: results)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"))
@@ -99,7 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", required=True, choices=LOSS_CHOICES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last saved state")
+    p.add_argument("--compare", action="store_true",
+                   help="after training, fit TF-IDF and NBSVM on the same split and say which model to deploy (always "
+                        "on for a file of your own); writes model_card.json in the run's folder")
     _add_run_options(p)
+
+    p = sub.add_parser("compare", help="a finished run beside TF-IDF and NBSVM on its split: which to deploy")
+    p.add_argument("run", help="the run's folder (results/runs/<run_id>) or its model.pt")
 
     p = sub.add_parser("study", help="the study's answer (no options), or train both losses over a profile's seeds, "
                                      "then compare",
@@ -148,7 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="lm-cpu", help="lm-cpu (default; ~27 min on 2 AVX2 cores) | lm-smoke")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", default=None, help="several backbones, e.g. 0-2 (one after another)")
-    p.add_argument("--source", default="bundled", help="bundled (offline, default) | hub | path to a CSV")
+    p.add_argument("--source", default="bundled", help="bundled (offline, default) | hub | a labelled file of your own: "
+                                                       "CSV, TSV, JSON Lines or Parquet")
+    p.add_argument("--text-column", default=None, metavar="NAME", help="with a file: the column of texts (default text)")
+    p.add_argument("--label-column", default=None, metavar="NAME",
+                   help="with a file: the column of labels (default label): 0/1, booleans or two strings")
+    p.add_argument("--positive-label", default=None, metavar="VALUE",
+                   help="with a file whose labels are two strings: the one that means positive (default: pos, "
+                        "positive, yes or true when present, else the second in sorted order)")
     p.add_argument("--out", default="results", help="results folder; backbones go to <out>/backbones/<id>/")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"))

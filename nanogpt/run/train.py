@@ -17,14 +17,13 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from nanogpt.core.losses import get_criterion
 from nanogpt.core.metrics import classification_metrics
 from nanogpt.core.model import GPTClassifier
 from nanogpt.core.runtime import autocast, environment, prepare_device, resolve_device, resolve_precision, use_compile
 from nanogpt.data.batching import collate, infinite_batches
-from nanogpt.data.imdb import DataValidationError, load_splits
+from nanogpt.data.imdb import DataValidationError, label_mapping, load_splits
 from nanogpt.data.windows import random_windows
 from nanogpt.run.backbone import backbone_path, check_fits, load_backbone, load_into
 from nanogpt.run.checkpoints import (
@@ -38,8 +37,10 @@ from nanogpt.run.checkpoints import (
 from nanogpt.run.config import RUN_LOCAL_FIELDS, RunResult, TrainConfig
 from nanogpt.run.evaluate import evaluate
 from nanogpt.run.predictions import archive_finished_run
+from nanogpt.run.progress import progress
 from nanogpt.run.results import refuse_foreign, result_row, runs_csv, upsert_result_row
 from nanogpt.run.rundir import RunDir
+from nanogpt.run.selection import DevSelection, carve_dev, scheduled
 
 
 def learning_rate_at(step: int, cfg: TrainConfig) -> float:
@@ -142,7 +143,12 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
         refuse_foreign(index, run_id, device.type)
 
     train_split, val_split = load_splits(cfg, verbose=not cfg.quiet)
+    dev_split = None
+    if cfg.dev_fraction:  # carved from the training part: the validation part never chooses anything
+        train_split, dev_split = carve_dev(train_split, cfg.dev_fraction, cfg.split_seed, f"{cfg.source} training part")
     check_batch_fits(len(train_split), cfg)
+    recorded, cfg = cfg, scheduled(cfg, len(train_split))  # the loop runs the schedule; the row records the config
+    selection = DevSelection(patience=cfg.early_stopping, keep_best=cfg.keep_best)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, criterion.n_outputs).to(device)
@@ -162,17 +168,21 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
         history = list(state["history"])
         start_step, train_tokens, train_seconds = state["step"], state["train_tokens"], state["train_seconds"]
         interval_loss, interval_n = state["interval_loss"], state["interval_n"]
+        selection.load(state.get("selection"))
     compiled = use_compile(cfg.compile, device)
     if compiled:
         model = torch.compile(model, dynamic=True)
     if not cfg.quiet:
         resumed = f", resumed at step {start_step}" if state is not None else ""
+        dev = f" / {len(dev_split)} dev" if dev_split is not None else ""
+        schedule = f", {cfg.max_steps} steps ({cfg.epochs:g} passes)" if cfg.epochs is not None else ""
         print(f"run {run_id}: {raw_model.num_parameters() / 1e6:.2f}M parameters "
-              f"({raw_model.num_parameters(True) / 1e6:.2f}M non-embedding), {len(train_split)} train / "
-              f"{len(val_split)} val reviews, {device.type} {precision}{' compiled' if compiled else ''}{resumed}")
+              f"({raw_model.num_parameters(True) / 1e6:.2f}M non-embedding), {len(train_split)} train{dev} / "
+              f"{len(val_split)} val reviews{schedule}, {device.type} {precision}{' compiled' if compiled else ''}"
+              f"{resumed}")
 
     def save_state(step: int) -> None:
-        payload = {"run_id": run_id, "config": asdict(cfg), "step": step,
+        payload = {"run_id": run_id, "config": asdict(recorded), "step": step, "selection": selection.state(),
                    "model_state": raw_model.state_dict(), "optimizer_state": optimizer.state_dict(),
                    "torch_rng": torch.get_rng_state(), "history": history, "train_tokens": train_tokens,
                    "train_seconds": train_seconds, "interval_loss": interval_loss, "interval_n": interval_n}
@@ -181,9 +191,9 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
         save_torch_atomic(run.state, payload)
 
     def fail(message: str, step: int) -> None:
-        row = result_row(cfg, run_id, len(train_split), len(val_split), device.type, precision, "failed",
+        row = result_row(recorded, run_id, len(train_split), len(val_split), device.type, precision, "failed",
                          steps=step, error=message)
-        run.write_meta(row, config=asdict(cfg), environment=environment(device, precision))
+        run.write_meta(row, config=asdict(recorded), environment=environment(device, precision))
         if write_index:
             upsert_result_row(index, row)
         raise NonFiniteLossError(message)
@@ -205,10 +215,10 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
     last_val_acc = evaluated[-1]["val_accuracy"] if evaluated else float("nan")
     last_saved = start_step
     tps = train_tokens / train_seconds if train_seconds else 0.0
-    bar = tqdm(total=cfg.max_steps, initial=start_step, desc=f"{cfg.loss} seed {cfg.seed}", disable=cfg.quiet,
-               unit="step", dynamic_ncols=True)
+    bar = progress(cfg.max_steps, start_step, f"{cfg.loss} seed {cfg.seed}", "step", disable=cfg.quiet)
     model.train()
-    for step in range(start_step, cfg.max_steps):
+    done = start_step
+    for step in range(start_step if selection.stopped_at is None else cfg.max_steps, cfg.max_steps):
         t0 = time.perf_counter()
         lr = learning_rate_at(step, cfg)
         for group in optimizer.param_groups:
@@ -235,6 +245,7 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
         tps = train_tokens / max(train_seconds, 1e-9)
         done = step + 1
         evaluate_now = done % cfg.eval_interval == 0 or done == cfg.max_steps
+        stop = False
         if evaluate_now or (cfg.log_interval and done % cfg.log_interval == 0):
             point = {"step": done, "train_loss": interval_loss / interval_n, "val_loss": float("nan"),
                      "val_accuracy": float("nan"), "lr": lr, "tokens_per_second": tps, "train_seconds": train_seconds}
@@ -243,15 +254,31 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
                                            cfg.pad_multiple, cfg.reading, cfg.window_stride)
                 last_val_acc = float(np.mean((probs > 0.5) == val_split.labels))
                 point.update(val_loss=val_loss, val_accuracy=last_val_acc)
+                if dev_split is not None:  # the development slice: what chooses the checkpoint and the stop
+                    dev_probs, dev_loss = evaluate(model, criterion, dev_split, device, precision, cfg.eval_batch_size,
+                                                   cfg.pad_multiple, cfg.reading, cfg.window_stride)
+                    point.update(dev_loss=dev_loss, dev_accuracy=float(np.mean((dev_probs > 0.5) == dev_split.labels)))
+                    stop = selection.observe(done, point["dev_accuracy"], dev_loss, raw_model)
             history.append(point)  # the training loss is the mean since the previous point
             interval_loss, interval_n = 0.0, 0
+            if evaluate_now and dev_split is not None and stop:
+                bar.close()
+                if not cfg.quiet:
+                    print(f"run {run_id}: stopped early at step {done}: no better development accuracy in "
+                          f"{cfg.early_stopping} validation passes (best {selection.best_accuracy:.4f} at step "
+                          f"{selection.best_step})")
+                break
         if done % checkpoint_every == 0 and done < cfg.max_steps:
             save_state(done)
             last_saved = done
         bar.set_postfix(loss=f"{loss_value:.3f}", val_acc=f"{last_val_acc:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
         bar.update(1)
     bar.close()
-    if probs is None:  # resumed after the last step: score the (identical) final weights again
+    restored = selection.restore(raw_model)  # the kept model: the best one on the development slice
+    kept_step = selection.best_step if restored else done
+    if restored:
+        probs = None
+    if probs is None:  # resumed after the last step, or the best weights restored: score the kept weights
         probs, val_loss = evaluate(model, criterion, val_split, device, precision, cfg.eval_batch_size,
                                    cfg.pad_multiple, cfg.reading, cfg.window_stride)
 
@@ -260,22 +287,28 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
     model_sha256 = ""
     if cfg.keep != "none":
         payload = classifier_payload(raw_model, cfg.loss, cfg.truncation, cfg.head_fraction, data_source=cfg.source,
-                                     split_seed=cfg.split_seed, train_config=asdict(cfg), step=cfg.max_steps,
+                                     split_seed=cfg.split_seed, train_config=asdict(recorded),
+                                     step=kept_step,
                                      val_accuracy=metrics["accuracy"], reading=cfg.reading,
                                      window_stride=cfg.window_stride)
         model_sha256 = save_checkpoint(run.model, half_precision(payload) if cfg.keep == "half" else payload)
     else:
         run.model.unlink(missing_ok=True)  # weights of an earlier attempt would not match this record
-    row = result_row(cfg, run_id, len(train_split), len(val_split), device.type, precision, "ok",
+    chosen = selection.summary() if dev_split is not None else {}
+    row = result_row(recorded, run_id, len(train_split), len(val_split), device.type, precision, "ok",
                      val_accuracy=metrics["accuracy"], val_loss=val_loss, roc_auc=metrics["roc_auc"],
                      ece=metrics["ece"], f1=metrics["f1"], train_seconds=round(train_seconds, 3),
-                     tokens_per_second=round(tps, 1), model_sha256=model_sha256)
+                     tokens_per_second=round(tps, 1), model_sha256=model_sha256, steps=done,
+                     **({"n_dev": len(dev_split), **chosen} if dev_split is not None else {}))
     run.write_history(history_df)
     run.write_val_predictions(val_split.labels, probs)
     # meta.json last in the folder: with it the run counts as finished, whatever happens to runs.csv
-    run.write_meta(row, config=asdict(cfg), model_config=asdict(raw_model.config), metrics=metrics,
+    run.write_meta(row, config=asdict(recorded), model_config=asdict(raw_model.config), metrics=metrics,
                    environment=environment(device, precision), val_loss=val_loss, train_seconds=train_seconds,
-                   tokens_per_second=tps, resumed_from_step=start_step)
+                   tokens_per_second=tps, resumed_from_step=start_step,
+                   schedule={"max_steps": cfg.max_steps, "eval_interval": cfg.eval_interval,
+                             "warmup_steps": cfg.warmup_steps, "epochs": cfg.epochs, "steps_run": done},
+                   selection=chosen or None, label_mapping=label_mapping(cfg.source))
     if write_index:
         upsert_result_row(index, row)
         archive_finished_run(cfg.out_dir, row)  # with --keep none the archive is its predictions' lasting copy
@@ -284,7 +317,7 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
         print(f"run {run_id}: val accuracy {metrics['accuracy']:.4f}, val loss {val_loss:.4f}, "
               f"{train_seconds:.0f}s training, {tps:,.0f} tokens/s -> {run.path}")
     return RunResult(run_id=run_id, run_dir=run.path, loss=cfg.loss, seed=cfg.seed, val_accuracy=metrics["accuracy"],
-                     val_loss=val_loss, metrics=metrics, history=history_df, steps=cfg.max_steps,
+                     val_loss=val_loss, metrics=metrics, history=history_df, steps=done,
                      train_seconds=train_seconds, tokens_per_second=tps, device=device.type, precision=precision,
                      row=row, resumed_from_step=start_step)
 
