@@ -228,7 +228,8 @@ def test_welch_power_with_unequal_spreads_matches_a_simulation():
     b = rng.normal(0.0, sd_b, (sims, n))
     simulated = float(np.mean(sps.ttest_ind(a, b, axis=1, equal_var=False).pvalue < 0.05))
     assert welch_power(n, diff, sd_a, sd_b) == pytest.approx(simulated, abs=0.006)
-    assert welch_power(n, -diff, sd_a, sd_b) == pytest.approx(simulated, abs=0.006)  # both tails count
+    assert welch_power(n, -diff, sd_a, sd_b) == pytest.approx(simulated, abs=0.006)
+    assert welch_power(n, 0.0, sd_a, sd_b) == pytest.approx(0.05, abs=1e-9)  # no effect: both tails make alpha
 
 
 @pytest.mark.parametrize("diff, sd_a, sd_b, power", [(1.0, 0.5, 2.0, 0.8), (0.3, 1.0, 0.6, 0.9), (5.0, 0.1, 0.2, 0.8)])
