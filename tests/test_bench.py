@@ -43,7 +43,9 @@ def test_quick_bench_runs_and_reports_sane_numbers(tmp_path):
     assert positions == sorted(positions) and positions[-1] == 256 and len(positions) >= 3
     # the cost to serve beside the accuracy, from the committed rows: TF-IDF, the cpu model, the pre-trained recipes
     cost = {row["model"]: row for row in b["cost_rows"]}
-    assert {"TF-IDF + logistic regression", "cpu, from scratch", "ft, 16.4M-token backbone, head+tail"} <= set(cost)
+    nbsvm = "NBSVM (binary 1-2 grams x log-count ratios) + logistic regression"
+    assert {"TF-IDF + logistic regression", nbsvm, "cpu, from scratch", "ft, 16.4M-token backbone, head+tail"} <= set(cost)
+    assert cost[nbsvm]["accuracy"] > cost["TF-IDF + logistic regression"]["accuracy"]  # the stronger bag of words
     assert cost["cpu, from scratch"]["runs"] == "15 CE + 15 BCE" and "384 tokens" in cost["cpu, from scratch"]["reading"]
     assert all(r["reviews_per_s_single"] > 0 and r["reviews_per_s_batched"] > 0 and 50 < r["accuracy"] < 100
                for r in cost.values())
