@@ -275,3 +275,31 @@ def test_the_command_line_folds_columns_into_the_source(tmp_path, capsys):
     ROWS.to_csv(tmp_path / "m.csv", index=False)
     assert main(["train", "--loss", "ce", "--source", str(tmp_path / "m.csv"), "--out", str(tmp_path / "r")]) == 1
     assert "no column(s) ['text', 'label']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_notebook_07_walks_a_file_of_ones_own_to_the_advice(tmp_path):
+    """Notebook 07 headless on a file with its own columns and string labels, at a tiny size: the run keeps its
+    best development checkpoint, the figure is saved, and the card's advice is what the notebook shows."""
+    from pathlib import Path
+
+    import papermill as pm
+
+    frame = pd.read_csv(separable_csv(tmp_path / "s.csv", n=480))
+    frame.rename(columns={"text": "body", "label": "kind"}).assign(kind=frame["label"].map({1: "yes", 0: "no"})) \
+        .to_csv(tmp_path / "mine.csv", index=False)
+    notebooks = Path(__file__).resolve().parent.parent / "notebooks"
+    tiny = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 64, "epochs": 4, "learning_rate": 3e-3,
+            "dropout": 0.0, "precision": "fp32", "cache_dir": str(tmp_path / "cache")}
+    out = pm.execute_notebook(str(notebooks / "07_your_own_data.ipynb"), str(tmp_path / "07.ipynb"),
+                              parameters={"source": str(tmp_path / "mine.csv"), "text_column": "body",
+                                          "label_column": "kind", "results_dir": str(tmp_path / "results"),
+                                          "figures_dir": str(tmp_path / "figures"), "overrides": tiny},
+                              kernel_name="python3", progress_bar=False, cwd=str(notebooks))
+    cards = list((tmp_path / "results" / "runs").glob("*/model_card.json"))
+    assert len(cards) == 1
+    card = json.loads(cards[0].read_text())
+    assert card["data"]["label_mapping"] == {"no": 0, "yes": 1} and card["chosen_checkpoint"]["best_step"] > 0
+    assert (tmp_path / "figures" / "own" / "07_selection.png").stat().st_size > 10_000
+    shown = json.dumps(out["cells"][-1]["outputs"])
+    assert card["deploy"] in shown

@@ -96,3 +96,17 @@ def check_name(name) -> str | None:
         raise ParameterError(f"parameter name={name!r}: letters, digits, '_', '-' or '.', starting with a letter or "
                              "digit (it names a report and a figures folder).")
     return name
+
+
+def check_loss(loss) -> str:
+    from nanogpt.core.losses import LOSS_NAMES
+
+    if loss not in LOSS_NAMES:
+        raise ParameterError(f"parameter loss={loss!r}: use one of {LOSS_NAMES}.")
+    return loss
+
+
+def check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParameterError(f"parameter seed={seed!r}: give an integer >= 0.")
+    return seed
