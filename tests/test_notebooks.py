@@ -17,7 +17,7 @@ FIGURES = ["01_class_balance.png", "01_review_lengths.png", "01_truncation_cover
            "03_bce_final_accuracy.png", "04_accuracy_by_loss.png", "04_calibration.png"]
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS + (PRETRAINING_NOTEBOOK,))
+@pytest.mark.parametrize("name", NOTEBOOKS + (PRETRAINING_NOTEBOOK, "07_your_own_data"))
 def test_committed_notebooks_are_clean(name):
     nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     nbformat.validate(nb)
