@@ -206,3 +206,24 @@ def test_the_processor_test_finds_a_real_shift_and_none_where_there_is_none(tmp_
     assert not same["processor"]["ce"]["shifts"] and not same["processor"]["bce"]["shifts"]
     line = next(v for v in same["verdict"] if v.startswith("Processor (replication on Processor B"))
     assert line.endswith("No shift detected: the processor acts as one more random factor here.")
+
+
+def test_compare_churn_reports_the_ratio_b_over_a_and_is_seeded():
+    """Killers of mutants that survived `make mutation` (docs/testing.md): the point ratio is churn(b) / churn(a),
+    and a seed gives the same CIs and permutation p twice (an unseeded generator would not)."""
+    rng = np.random.default_rng(2)
+    mu = rng.normal(1.0, 1.2, 200)
+    a, b = simulated_runs(mu, 8, 0.3, 0.5, rng), simulated_runs(mu, 8, 0.3, 0.9, rng)
+    r = C.compare_churn(a, b, n_boot=300, seed=4, n_perm=50)
+    assert r["ratio"] == pytest.approx(brute_churn(b) / brute_churn(a)) and r["ratio"] > 1
+    assert r == C.compare_churn(a, b, n_boot=300, seed=4, n_perm=50)
+    assert C.churn_ci(a, n_boot=300, seed=4) == C.churn_ci(a, n_boot=300, seed=4)
+    ce, bce = rng.normal(86, 0.6, 30), rng.normal(86, 0.6, 30)
+    pd.testing.assert_frame_equal(C.paper_observation(ce, bce, ns=[5], draws=200, seed=1),
+                                  C.paper_observation(ce, bce, ns=[5], draws=200, seed=1))
+
+
+def test_a_probability_of_exactly_one_half_is_negative_as_the_classifier_says():
+    preds = {"a": pd.DataFrame({"label": [0, 1], "positive_probability": [0.5, 0.75]})}
+    labels, _, _ = C.label_matrix(preds, ["a"])
+    assert labels.tolist() == [[0.0, 1.0]]  # predict labels P > 0.5 positive; 0.5 itself is negative
