@@ -364,3 +364,21 @@ def test_short_inputs_and_length_buckets():
     assert table.loc["m", "all"] == pytest.approx(200 / 3)
     assert table.loc["m", "<= 100 words"] == 100 and table.loc["m", "101-200"] == 0 and table.loc["m", "> 400"] == 100
     assert np.isnan(table.loc["m", "201-400"])  # an empty bucket is no accuracy, not 0
+
+
+def test_a_file_of_ones_own_may_start_from_an_imdb_backbone(tmp_path, backbone):
+    """The backbone read IMDB's training texts; a user's file is other data, so it may start from it (the data and
+    split checks guard the IMDB runs' validation reviews), while a wrong shape is still refused."""
+    from conftest import separable_csv
+
+    source = separable_csv(tmp_path / "mine.csv", n=200)
+    cfg = tiny_config(tmp_path, init=f"lm:{backbone.path}", source=source, train_limit=None, val_limit=None,
+                      split_seed=7)
+    model = build_model(cfg.validate(), 2)  # no error: loads
+    state = load_backbone(backbone.path)["backbone_state"]
+    assert torch.equal(model.state_dict()["transformer.h.0.attn.c_attn.weight"],
+                       state["transformer.h.0.attn.c_attn.weight"])
+    with pytest.raises(ValueError, match="does not fit this run: n_embd 64"):
+        build_model(cfg.replace(n_embd=64, n_head=2).validate(), 2)
+    with pytest.raises(ValueError, match="does not fit this run: split"):  # IMDB itself, another split: refused
+        build_model(tiny_config(tmp_path, init=f"lm:{backbone.path}", split_seed=7).validate(), 2)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanogpt.data.imdb import data_identity
+from nanogpt.data.imdb import SOURCES, data_identity
 from nanogpt.data.tokenizer import ENCODER_JSON_SHA256, TOKENIZER_NAME, VOCAB_BPE_SHA256
 from nanogpt.run.checkpoints import CheckpointError, load_failure_reason
 
@@ -84,9 +84,14 @@ def check_fits(ckpt: dict, cfg, path: str | Path = "backbone") -> None:
         problems.append(f"block_size {cfg.block_size} (the backbone learned {arch['block_size']} positions)")
     if data["tokenizer"] != tokenizer_record():
         problems.append("the tokenizer (the backbone's BPE files differ from this installation's)")
-    if data["identity"] != data_identity(cfg.source):
+    # A file of one's own may start from a backbone pre-trained on IMDB: the backbone read other texts, so the data
+    # and split checks (which keep a run's validation reviews out of its backbone's reading) do not apply. A file
+    # cut from the bundled training reviews can still hold texts the backbone read: make such files from the
+    # validation part.
+    own_file = cfg.source not in SOURCES and data["identity"].get("kind") in SOURCES
+    if data["identity"] != data_identity(cfg.source) and not own_file:
         problems.append(f"data {cfg.source!r} (the backbone read {data['identity']})")
-    if (data["split_seed"], data["val_fraction"]) != (cfg.split_seed, cfg.val_fraction):
+    if (data["split_seed"], data["val_fraction"]) != (cfg.split_seed, cfg.val_fraction) and not own_file:
         problems.append(f"split (seed {cfg.split_seed}, val_fraction {cfg.val_fraction}); the backbone read the "
                         f"training reviews of split seed {data['split_seed']}, val_fraction {data['val_fraction']}, "
                         "so it has read reviews this run would be scored on")
