@@ -86,8 +86,8 @@ gpu-check: $(STAMP)
 	$(PY) -m nanogpt gpu-check $(ARGS)
 
 # Mutation testing (mutmut, configured in pyproject.toml's [tool.mutmut]): the modules that guard data and numbers,
-# each mutant run against the tests that reach it. Not part of `make test`: stats.py alone is 924 mutants, about
-# 6 minutes on 2 cores. The triage of the survivors is in docs/testing.md. `make mutation ARGS=<mutant name>`
+# each mutant run against the tests that reach it. Not part of `make test`: stats.py alone is 924 mutants, 6-12
+# minutes on 2 cores. The triage of the survivors is in docs/testing.md. `make mutation ARGS=<mutant name>`
 # runs one mutant again.
 mutation: $(STAMP)
 	$(PY) -m mutmut run $(ARGS)

@@ -255,7 +255,7 @@ def cmd_pretrain(args) -> int:
                 over[key] = getattr(args, flag)
         if args.unlabelled:
             over["unlabelled"] = True
-        configs = [base.replace(seed=s, source=args.source, out_dir=args.out, quiet=args.quiet, **over).validate()
+        configs = [base.replace(seed=s, source=_source_of(args), out_dir=args.out, quiet=args.quiet, **over).validate()
                    for s in seeds]
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None

@@ -73,9 +73,7 @@ def _overrides(pairs: list[str], config_cls=None, own: dict | None = None) -> di
     return out
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default=None, help="smoke | fast | cpu | ft | paper | own (default: own for a file of "
-                                                   "your own; else paper with CUDA, cpu without)")
+def _add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="bundled", help="bundled (offline, default) | hub | a labelled file of your own: "
                                                        "CSV, TSV, JSON Lines or Parquet")
     p.add_argument("--text-column", default=None, metavar="NAME", help="with a file: the column of texts (default text)")
@@ -84,6 +82,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--positive-label", default=None, metavar="VALUE",
                    help="with a file whose labels are two strings: the one that means positive (default: pos, "
                         "positive, yes or true when present, else the second in sorted order)")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default=None, help="smoke | fast | cpu | ft | paper | own (default: own for a file of "
+                                                   "your own; else paper with CUDA, cpu without)")
+    _add_source_options(p)
     p.add_argument("--out", default="results", help="results folder (default: results)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"))
@@ -148,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "reviews in windows)")
     p.add_argument("--fresh", action="store_true",
                    help="retrain the decided study from scratch into --out, which must be a new or empty folder "
-                        "(not the committed results/): prints the time estimate first (about 3 hours of "
-                        "2-core CPU for its 500 runs; less with --workers); figures and reports go under --out")
+                        "(not the committed results/): prints the time estimate first (500 runs: about "
+                        "2.5 hours of 2-core CPU at the fast profile's 18 s a run; less with --workers); figures and reports go under --out")
     p.add_argument("--no-notebooks", action="store_true",
                    help="train and print the table only, without executing the notebooks")
     p.add_argument("--figures", default=None, help="where the notebooks write figures (default: figures; with "
@@ -162,14 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="lm-cpu", help="lm-cpu (default; ~27 min on 2 AVX2 cores) | lm-smoke")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", default=None, help="several backbones, e.g. 0-2 (one after another)")
-    p.add_argument("--source", default="bundled", help="bundled (offline, default) | hub | a labelled file of your own: "
-                                                       "CSV, TSV, JSON Lines or Parquet")
-    p.add_argument("--text-column", default=None, metavar="NAME", help="with a file: the column of texts (default text)")
-    p.add_argument("--label-column", default=None, metavar="NAME",
-                   help="with a file: the column of labels (default label): 0/1, booleans or two strings")
-    p.add_argument("--positive-label", default=None, metavar="VALUE",
-                   help="with a file whose labels are two strings: the one that means positive (default: pos, "
-                        "positive, yes or true when present, else the second in sorted order)")
+    _add_source_options(p)
     p.add_argument("--out", default="results", help="results folder; backbones go to <out>/backbones/<id>/")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"))

@@ -143,25 +143,16 @@ OWN = Profile(
     description="a labelled file of your own (`train --source FILE`): the ft model, a schedule in passes over the "
                 "data, the checkpoint chosen on a development slice of the training part, early stopping",
     seeds=(0,),
-    config=TrainConfig(
+    config=FT.config.replace(  # the ft model (the backbones' shape, so --init lm:<backbone> fits)
         profile="own",
-        block_size=256,  # the lm-cpu backbone's window, so --init lm:<backbone> fits; longer texts keep head and tail
-        n_layer=2,  # the ft shape (and the backbones')
-        n_head=4,
-        n_embd=128,
-        dropout=0.1,
-        gelu="none",
-        pooling="last",
-        batch_size=32,
-        learning_rate=2e-3,
+        precision="auto",  # a user's run is its own population: bf16 where the processor has it
         warmup_steps=60,  # at most a tenth of the schedule (run/selection.py)
         epochs=6,  # at most 6 passes; early stopping usually ends it sooner on a few thousand texts
         evals_per_epoch=2,  # a development score every half pass
         dev_fraction=0.1,  # 10% of the training part chooses the checkpoint; the validation part only scores
         early_stopping=4,  # two passes without a better development accuracy
         keep_best=True,
-        eval_interval=200,  # replaced by the schedule (evals_per_epoch)
-        max_steps=1000,  # replaced by the schedule (epochs)
+        max_steps=1000,  # replaced by the schedule (epochs); kept so the profile's run ids stay as first recorded
     ),
 )
 

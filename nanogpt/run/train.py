@@ -261,7 +261,7 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
                     stop = selection.observe(done, point["dev_accuracy"], dev_loss, raw_model)
             history.append(point)  # the training loss is the mean since the previous point
             interval_loss, interval_n = 0.0, 0
-            if evaluate_now and dev_split is not None and stop:
+            if stop:  # set only by a development pass
                 bar.close()
                 if not cfg.quiet:
                     print(f"run {run_id}: stopped early at step {done}: no better development accuracy in "

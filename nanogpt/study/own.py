@@ -1,18 +1,13 @@
 """Notebook 07's helpers: a demo file when the reader brings none, and the figure of how the checkpoint was chosen."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from nanogpt.core.artifacts import atomic_write_csv
-
-
-def first_sentences(text: str, n: int = 2) -> str:
-    """The first `n` sentences of a review (its HTML line breaks as spaces): a short text, as a service meets."""
-    return " ".join(re.split(r"(?<=[.!?])\s+", text.replace("<br />", " ").strip())[:n])
+from nanogpt.study.probe import first_sentences  # notebook 06's probe cuts reviews the same way
 
 
 def demo_file(path: str | Path, n: int = 2000, seed: int = 0) -> Path:
