@@ -145,13 +145,18 @@ class GPTClassifier(nn.Module):
             n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
         return n
 
-    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
-        """Final-LayerNorm hidden states, shape (B, T, n_embd)."""
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token plus position embeddings, shape (B, T, n_embd), before dropout: what adversarial training
+        perturbs (run/adversarial.py)."""
         T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(f"Input of {T} tokens is longer than block_size {self.config.block_size}.")
         pos = torch.arange(T, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        return self.transformer.wte(idx) + self.transformer.wpe(pos)
+
+    def hidden_states(self, idx: torch.Tensor, embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-LayerNorm hidden states, shape (B, T, n_embd), of `idx` or of given `embedded` inputs."""
+        x = self.transformer.drop(self.embed(idx) if embedded is None else embedded)
         for block in self.transformer.h:
             x = block(x)
         return self.transformer.ln_f(x)
@@ -167,8 +172,15 @@ class GPTClassifier(nn.Module):
         """Logits of shape (B, n_outputs). idx: (B, T) right-padded ids; lengths: real tokens per row."""
         if lengths is None:
             lengths = torch.full((idx.size(0),), idx.size(1), dtype=torch.long, device=idx.device)
-        pooled = self.pool(self.hidden_states(idx), lengths)
-        return self.head(self.head_dropout(pooled))
+        return self.classify(self.hidden_states(idx), lengths)
+
+    def classify(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits from hidden states: pooled, dropout, head."""
+        return self.head(self.head_dropout(self.pool(h, lengths)))
+
+    def forward_embedded(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits of inputs given as embeddings (`embed`'s output, perhaps perturbed)."""
+        return self.classify(self.hidden_states(None, embedded), lengths)
 
     # ------------------------------------------------------------------------------------ optimisation
 

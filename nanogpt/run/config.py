@@ -13,6 +13,7 @@ from nanogpt.core.model import POOLINGS, ModelConfig
 from nanogpt.data.imdb import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, data_identity
 from nanogpt.data.tokens import TRUNCATIONS
 from nanogpt.data.windows import READINGS, resolved_stride
+from nanogpt.run.adversarial import ADVERSARIAL
 
 # Fields that say where, how loudly and with how much disk a run happens, not what it computes: left out of the
 # run id, and free to differ when an interrupted run is resumed.
@@ -23,7 +24,8 @@ HEAD_INITS = ("independent", "paired")
 # field goes here with its neutral value.
 IDENTITY_NEUTRAL = {"head_init": "independent", "head_lr_scale": 1.0, "head_weight_decay_scale": 1.0,
                     "backbone_lr_scale": 1.0, "reading": "truncated", "window_stride": None, "epochs": None,
-                    "evals_per_epoch": 4, "dev_fraction": 0.0, "early_stopping": 0, "keep_best": False}
+                    "evals_per_epoch": 4, "dev_fraction": 0.0, "early_stopping": 0, "keep_best": False,
+                    "adversarial": "none", "adversarial_epsilon": 0.03, "adversarial_weight": 1.0}
 # How a training review longer than the block is cut: the tokenizer's truncations, or a window at a random offset
 # drawn anew each time the review is drawn (whole reviews in memory; only with reading="windows").
 TRAIN_CUTS = TRUNCATIONS + ("random_window",)
@@ -97,6 +99,12 @@ class TrainConfig:
     dev_fraction: float = 0.0
     early_stopping: int = 0
     keep_best: bool = False
+    # Adversarial ("at") or virtual adversarial ("vat") training on the input embeddings (run/adversarial.py):
+    # each batch is also scored with its embeddings perturbed by `adversarial_epsilon` times their own norm, in the
+    # direction that hurts most, and `adversarial_weight` times that term is added to the loss. 2-3x a step's cost.
+    adversarial: str = "none"
+    adversarial_epsilon: float = 0.03
+    adversarial_weight: float = 1.0
     # --- evaluation and logging
     eval_interval: int = 200  # steps between validation passes (and one at the end)
     eval_batch_size: int = 64  # CPU, cpu profile model: 1,246 reviews/s at 64 against 1,016 at 128
@@ -170,6 +178,10 @@ class TrainConfig:
         need(isinstance(self.early_stopping, int) and self.early_stopping >= 0,
              f"early_stopping must be an integer >= 0 (validation passes without improvement), got "
              f"{self.early_stopping!r}.")
+        need(self.adversarial in ADVERSARIAL, f"adversarial must be one of {ADVERSARIAL}, got {self.adversarial!r}.")
+        need(self.adversarial_epsilon > 0 and self.adversarial_weight >= 0,
+             f"adversarial_epsilon must be > 0 and adversarial_weight >= 0, got {self.adversarial_epsilon} and "
+             f"{self.adversarial_weight}.")
         need(self.dev_fraction > 0 or not (self.keep_best or self.early_stopping),
              "keep_best and early_stopping choose on the development slice: give it with --set dev_fraction=0.1.")
         self.model_config(n_outputs=1)  # checks head/embedding divisibility, dropout ranges

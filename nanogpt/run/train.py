@@ -25,6 +25,7 @@ from nanogpt.core.runtime import autocast, environment, prepare_device, resolve_
 from nanogpt.data.batching import collate, infinite_batches
 from nanogpt.data.imdb import DataValidationError, label_mapping, load_splits
 from nanogpt.data.windows import random_windows
+from nanogpt.run.adversarial import adversarial_objective
 from nanogpt.run.backbone import backbone_path, check_fits, load_backbone, load_into
 from nanogpt.run.checkpoints import (
     CheckpointError,
@@ -224,16 +225,21 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         x, lengths, y = (t.to(device, non_blocking=True) for t in next_batch(step))
-        with autocast(device, precision):
-            logits = model(x, lengths)
-        loss = criterion.loss(logits, y)
-        if not torch.isfinite(loss):
+        if cfg.adversarial == "none":
+            with autocast(device, precision):
+                logits = model(x, lengths)
+            loss = objective = criterion.loss(logits, y)
+        else:  # the uncompiled module: the perturbation needs the embeddings' gradient
+            with autocast(device, precision):
+                loss, objective = adversarial_objective(raw_model, criterion, cfg.adversarial, x, lengths, y,
+                                                        cfg.adversarial_epsilon, cfg.adversarial_weight)
+        if not torch.isfinite(objective):
             bar.close()
             kept = f"; the last good state (step {last_saved}) is kept in {run.state}" if last_saved else ""
-            fail(f"run {run_id}: loss became {loss.item()} at step {step} (learning rate {lr:.3g}){kept}. "
+            fail(f"run {run_id}: loss became {objective.item()} at step {step} (learning rate {lr:.3g}){kept}. "
                  "Hint: lower --set learning_rate, keep grad_clip > 0, or use --precision fp32.", step)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -294,7 +300,10 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
         model_sha256 = save_checkpoint(run.model, half_precision(payload) if cfg.keep == "half" else payload)
     else:
         run.model.unlink(missing_ok=True)  # weights of an earlier attempt would not match this record
-    chosen = selection.summary() if dev_split is not None else {}
+    chosen = {}
+    if dev_split is not None:  # the choice, and the last development score (a fixed schedule's own number)
+        dev_scores = [h["dev_accuracy"] for h in history if not math.isnan(h.get("dev_accuracy", math.nan))]
+        chosen = {**selection.summary(), "last_dev_accuracy": dev_scores[-1] if dev_scores else None}
     row = result_row(recorded, run_id, len(train_split), len(val_split), device.type, precision, "ok",
                      val_accuracy=metrics["accuracy"], val_loss=val_loss, roc_auc=metrics["roc_auc"],
                      ece=metrics["ece"], f1=metrics["f1"], train_seconds=round(train_seconds, 3),
