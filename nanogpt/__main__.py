@@ -1,4 +1,4 @@
-"""Command line: `python -m nanogpt {train,study,pretrain,bench,classify,serve,gpu-check} ...` (see `--help` of each).
+"""Command line: `python -m nanogpt {train,compare,study,pretrain,levers,bench,classify,serve,gpu-check} ...` (see `--help` of each).
 
 Errors end with one line on stderr and a non-zero exit: 2 for a bad command line, 1 for a failure while
 running (bad data, a missing or foreign checkpoint, no network for the hub, ...). Never a traceback.
@@ -373,8 +373,34 @@ def cmd_gpu_check(args) -> int:
     return 0 if report["ok"] else EXIT_FAILURE
 
 
+def cmd_levers(args) -> int:
+    from nanogpt.core.artifacts import write_report_json
+    from nanogpt.study import levers
+    from nanogpt.study.runs import parse_seeds
+
+    backbone = Path(args.backbone)
+    if not backbone.is_file():
+        raise UsageError(f"--backbone {args.backbone}: no such file. Fix: give the backbone.pt that `pretrain` wrote "
+                         "(results/backbones/<id>/backbone.pt).")
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    try:
+        for arm in arms:
+            levers.parse_arm(arm)
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    changes = _overrides(args.set, own={"loss": "--loss", "seed": "--seeds", "init": "--backbone", "out_dir": "--out",
+                                        "quiet": "--quiet", "profile": "nothing (lever runs are the ft recipe)"})
+    levers.run_levers(backbone, arms, seeds, args.out, args.loss, quiet=args.quiet, **changes)
+    table = levers.lever_table(args.out)
+    print(levers.format_table(table))
+    write_report_json(Path(args.out) / "levers.json", {"backbone": str(backbone), "loss": args.loss,
+                                                       "rows": table.to_dict(orient="records")})
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "compare": cmd_compare, "study": cmd_study, "pretrain": cmd_pretrain,
-            "classify": cmd_classify, "bench": cmd_bench,
+            "classify": cmd_classify, "bench": cmd_bench, "levers": cmd_levers,
             "serve": cmd_serve, "gpu-check": cmd_gpu_check}
 
 

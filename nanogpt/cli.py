@@ -178,6 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any PretrainConfig field, e.g. --set learning_rate=1e-3 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("levers", help="levers against plain fine-tuning from one backbone, on a development slice",
+                       description="Fine-tune the ft recipe from --backbone with each trained arm (plain, at-<eps>: "
+                                   "adversarial, vat-<eps>: virtual adversarial) over --seeds, each scored at the end "
+                                   "on 10%% of the training split that no run trains on; then the weight soup and the "
+                                   "ensemble of the plain runs. Prints the table (paired with plain by seed) and "
+                                   "writes <out>/levers.json. The validation split chooses nothing here.")
+    p.add_argument("--backbone", required=True, metavar="PATH", help="a backbone.pt written by `pretrain`")
+    p.add_argument("--arms", default="plain,at-0.01,vat-0.01", help="comma-separated (default: plain,at-0.01,vat-0.01)")
+    p.add_argument("--seeds", default="0-2", help="fine-tuning seeds, e.g. 0-2 (default)")
+    p.add_argument("--loss", default="ce", choices=LOSS_CHOICES)
+    p.add_argument("--out", default="results/levers", help="results folder (default: results/levers)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a TrainConfig field of every lever run (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = sub.add_parser("bench", help="benchmarks that print numbers (never assert a time)")
     p.add_argument("--quick", action="store_true", help="fewer repeats, no time-to-accuracy runs (~1-2 minutes)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write every figure to FILE as JSON")

@@ -1,0 +1,107 @@
+"""The lever study (study/levers.py): arms trained from one backbone and scored on the development slice, paired
+against `plain` by seed; the soup is one model of averaged weights, the ensemble the mean of probabilities."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nanogpt.run import pretrain as P
+from nanogpt.run.rundir import RunDir
+from nanogpt.study import levers
+from test_pretrain import smoke
+
+TINY = dict(block_size=64, n_layer=1, n_head=2, n_embd=32, train_limit=512, val_limit=64, batch_size=16,
+            max_steps=12, warmup_steps=3, eval_interval=12, learning_rate=2e-3, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("levers")
+    backbone = P.pretrain(smoke(tmp / "pre"))
+    out = tmp / "levers"
+    levers.run_levers(backbone.path, ["plain", "at-0.01"], [0, 1], out, **TINY)
+    return backbone, out
+
+
+def test_arms_are_named_and_checked():
+    assert levers.parse_arm("plain") == {}
+    assert levers.parse_arm("vat-0.003") == {"adversarial": "vat", "adversarial_epsilon": 0.003}
+    for bad in ("fgsm-0.1", "at", "at-0", "at-x"):
+        with pytest.raises(ValueError, match="Unknown lever arm"):
+            levers.parse_arm(bad)
+    assert levers.arm_of({"adversarial": "at", "adversarial_epsilon": 0.01}) == "at-0.01"
+    assert levers.arm_of({}) == "plain"  # rows recorded before the field existed
+
+
+def test_lever_runs_are_scored_on_the_development_slice_and_paired_by_seed(study):
+    backbone, out = study
+    runs = levers.lever_runs(out)
+    assert sorted(zip(runs["arm"], runs["seed"])) == [("at-0.01", 0), ("at-0.01", 1), ("plain", 0), ("plain", 1)]
+    assert (runs["n_dev"] == 52).all()  # 10% of the 512 training reviews (rounded up, stratified); trained on the rest
+    assert (runs["init"] == f"lm:{backbone.backbone_id}").all()
+    table = levers.lever_table(out, formed=False).set_index("arm")
+    plain = runs[runs["arm"] == "plain"].set_index("seed")["dev_accuracy"]
+    at = runs[runs["arm"] == "at-0.01"].set_index("seed")["dev_accuracy"]
+    diff = at - plain
+    assert table.loc["at-0.01", "minus_plain"] == pytest.approx(diff.mean())
+    assert table.loc["at-0.01", "se"] == pytest.approx(diff.std(ddof=1) / math.sqrt(2))
+    assert table.loc["plain", "dev_accuracy"] == pytest.approx(plain.mean())
+    assert math.isnan(table.loc["plain", "minus_plain"])
+    # finished runs are found, not trained again
+    again = levers.run_levers(backbone.path, ["plain"], [0], out, **TINY)
+    assert again[0].run_id in set(runs["run_id"])
+
+
+def _dev_probs_of(run_dir):
+    return levers._dev_probabilities([run_dir], "ensemble")
+
+
+def test_soup_averages_weights_and_ensemble_averages_probabilities(study, tmp_path):
+    _, out = study
+    runs = levers.lever_runs(out)
+    dirs = [RunDir(out, r).path for r in runs[runs["arm"] == "plain"].sort_values("seed")["run_id"]]
+    labels, one = _dev_probs_of(dirs[0])
+    _, two = _dev_probs_of(dirs[1])
+    _, ensemble = levers._dev_probabilities(dirs, "ensemble")
+    np.testing.assert_allclose(ensemble, (one + two) / 2, atol=1e-6)
+    _, self_soup = levers._dev_probabilities([dirs[0], dirs[0]], "soup")
+    np.testing.assert_allclose(self_soup, one, atol=1e-6)  # the average of a model with itself is that model
+    _, soup = levers._dev_probabilities(dirs, "soup")
+    assert not np.allclose(soup, one) and not np.allclose(soup, two) and not np.allclose(soup, ensemble)
+    # the soup is the model whose every tensor is the mean of the two runs' tensors
+    ckpt = torch.load(dirs[0] / "model.pt", weights_only=True)
+    other = torch.load(dirs[1] / "model.pt", weights_only=True)["model_state"]
+    averaged = tmp_path / "averaged"
+    averaged.mkdir()
+    torch.save({**ckpt, "model_state": {k: (v + other[k]) / 2 for k, v in ckpt["model_state"].items()}},
+               averaged / "model.pt")
+    np.testing.assert_allclose(_dev_probs_of(averaged)[1], soup, atol=1e-6)
+    formed = {r["arm"]: r for r in levers.formed_arms(out)}
+    assert formed["soup"]["single_model"] and not formed["ensemble"]["single_model"]
+    assert formed["soup"]["dev_accuracy"] == pytest.approx(np.mean((soup > 0.5) == labels))
+    assert formed["ensemble"]["dev_accuracy"] == pytest.approx(np.mean((ensemble > 0.5) == labels))
+    with pytest.raises(ValueError, match="'soup' or 'ensemble'"):
+        levers._dev_probabilities(dirs, "median")
+
+
+def test_levers_command_line(study, capsys, tmp_path):
+    import json
+
+    from nanogpt.__main__ import main
+
+    backbone, out = study
+    sets = [a for k, v in TINY.items() if k != "quiet" for a in ("--set", f"{k}={v}")]
+    code = main(["levers", "--backbone", str(backbone.path), "--arms", "plain,at-0.01", "--seeds", "0-1",
+                 "--out", str(out), "--quiet", *sets])
+    printed = capsys.readouterr().out
+    assert code == 0
+    report = json.loads((out / "levers.json").read_text())
+    arms = [r["arm"] for r in report["rows"]]
+    assert arms[:2] == ["plain", "at-0.01"] and set(arms[2:]) == {"soup", "ensemble"}
+    plain = next(r for r in report["rows"] if r["arm"] == "plain")
+    assert f"{100 * plain['dev_accuracy']:.2f}" in printed and "ensemble" in printed
+    assert main(["levers", "--backbone", str(backbone.path), "--arms", "fgsm-1", "--out", str(tmp_path)]) == 2
+    assert "Unknown lever arm" in capsys.readouterr().err
+    assert main(["levers", "--backbone", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "runs.csv").exists()  # nothing trained on a bad command line
