@@ -4,14 +4,14 @@ import json
 
 import pytest
 import torch
-
 from conftest import tiny_config
+from test_run_identity import RESUMABLE, _interrupted_run
+
 from nanogpt.core.losses import get_criterion
 from nanogpt.core.model import GPTClassifier, ModelConfig
 from nanogpt.run import adversarial
 from nanogpt.run.rundir import RunDir
 from nanogpt.run.train import train
-from test_run_identity import RESUMABLE, _interrupted_run
 
 
 def _model(n_outputs: int, seed: int = 0) -> GPTClassifier:

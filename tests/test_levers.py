@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_pretrain import smoke
 
 from nanogpt.run import pretrain as P
 from nanogpt.run.rundir import RunDir
 from nanogpt.study import levers
-from test_pretrain import smoke
 
 TINY = dict(block_size=64, n_layer=1, n_head=2, n_embd=32, train_limit=512, val_limit=64, batch_size=16,
             max_steps=12, warmup_steps=3, eval_interval=12, learning_rate=2e-3, quiet=True)

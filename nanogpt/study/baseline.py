@@ -5,7 +5,8 @@
   column scaled by its naive-Bayes log-count ratio r = log((p / |p|_1) / (q / |q|_1)) (p, q: the column's counts
   in positive and negative training reviews, plus `alpha`), then a linear classifier (logistic regression). The
   strongest bag of words a careful practitioner would deploy; its C is chosen by cross-validation on the training
-  split alone (r refitted inside each fold), never on the validation split.
+  split alone (r refitted inside each fold), never on the validation split, and so is how a review becomes tokens
+  (scikit-learn's default words, or every word and "!"/"?" with the "<br />" breaks removed).
 
 Each result is cached as JSON under the results folder, keyed by data, split and settings.
 """
@@ -39,7 +40,13 @@ NBSVM_SETTINGS = {
     "binary": True,  # presence, not counts
     "min_df": 1,  # every n-gram: the log-count ratio weighs the rare ones down by itself
     "alpha": 1.0,  # smoothing of the per-class counts
-    "C_grid": [0.1, 0.3, 1.0],  # chosen by cross-validation on the training split
+    "C_grid": [0.1, 0.3, 1.0, 3.0],  # chosen by cross-validation on the training split
+    # how a review becomes tokens, chosen by the same cross-validation: scikit-learn's default (words of two or
+    # more letters), or every word and the marks "!" and "?" with the reviews' "<br />" line breaks removed
+    "tokenizations": {
+        "words": {"token_pattern": r"(?u)\b\w\w+\b", "strip_breaks": False},
+        "words+marks": {"token_pattern": r"(?u)\b\w+\b|[!?]", "strip_breaks": True},
+    },
     "cv_folds": 3,
     "cv_seed": 0,
 }
@@ -121,42 +128,62 @@ def fit_tfidf(source: str = "bundled", split_seed: int = DEFAULT_SPLIT_SEED, val
     return vec, model
 
 
-def nbsvm_pipeline(c: float = 1.0, settings: dict = NBSVM_SETTINGS) -> Pipeline:
+def strip_breaks(text: str) -> str:
+    """Lower-case a review and remove its HTML line breaks ("<br />"), which are layout, not words."""
+    return text.replace("<br />", " ").lower()
+
+
+def _tokenization(tokens: str, settings: dict) -> dict:
+    if tokens not in settings["tokenizations"]:
+        raise ValueError(f"Unknown NBSVM tokenization {tokens!r}; use one of {tuple(settings['tokenizations'])}.")
+    spec = settings["tokenizations"][tokens]
+    return {"token_pattern": spec["token_pattern"], "preprocessor": strip_breaks if spec["strip_breaks"] else None}
+
+
+def nbsvm_pipeline(c: float = 1.0, tokens: str = "words", settings: dict = NBSVM_SETTINGS) -> Pipeline:
     """Texts in, P(positive) out: binary 1-2 grams, scaled by log-count ratios, logistic regression."""
     return Pipeline([
         ("features", CountVectorizer(ngram_range=tuple(settings["ngram_range"]), binary=settings["binary"],
-                                     min_df=settings["min_df"])),
+                                     min_df=settings["min_df"], **_tokenization(tokens, settings))),
         ("nb", NBScaler(alpha=settings["alpha"])),
         ("classifier", LogisticRegression(C=c, solver="liblinear", max_iter=1000)),
     ])
 
 
-def fit_nbsvm(texts, labels, settings: dict = NBSVM_SETTINGS) -> tuple[Pipeline, dict]:
-    """NBSVM fitted on these training texts, its C chosen among settings['C_grid'] by stratified k-fold
-    cross-validation on them alone (the log-count ratios refitted in each fold, so no fold sees its own
-    labels); returns the pipeline refitted on all of them and {C: mean CV accuracy}."""
+def fit_nbsvm(texts, labels, settings: dict = NBSVM_SETTINGS) -> tuple[Pipeline, dict, dict]:
+    """NBSVM fitted on these training texts, its C and tokenization chosen among settings['C_grid'] and
+    settings['tokenizations'] by stratified k-fold cross-validation on them alone (the log-count ratios refitted in
+    each fold, so no fold sees its own labels); returns the pipeline refitted on all of them, the choice
+    ({"C": .., "tokens": ..}) and {"<tokens> C=<C>": mean CV accuracy}."""
     texts, labels = list(texts), np.asarray(labels)
-    folds = min(settings["cv_folds"], int(np.bincount(labels).min()))
-    if folds < 2:  # too few of a class to cross-validate: the grid's middle value
+    folds = min(settings["cv_folds"], int(np.bincount(labels, minlength=2).min()))
+    names = list(settings["tokenizations"])
+    if folds < 2:  # too few of a class to cross-validate: the first tokenization and the grid's middle C
         grid = settings["C_grid"]
-        return nbsvm_pipeline(grid[len(grid) // 2], settings).fit(texts, labels), {}
-    search = GridSearchCV(nbsvm_pipeline(settings=settings), {"classifier__C": settings["C_grid"]},
+        choice = {"C": float(grid[len(grid) // 2]), "tokens": names[0]}
+        return nbsvm_pipeline(choice["C"], choice["tokens"], settings).fit(texts, labels), choice, {}
+    candidates = [{"features__" + k: [v] for k, v in _tokenization(name, settings).items()}
+                  | {"classifier__C": list(settings["C_grid"])} for name in names]
+    search = GridSearchCV(nbsvm_pipeline(settings=settings), candidates,
                           cv=StratifiedKFold(folds, shuffle=True, random_state=settings["cv_seed"]),
                           scoring="accuracy", refit=True, n_jobs=1)
     search.fit(texts, labels)
-    scores = {float(c): float(s) for c, s in zip(search.cv_results_["param_classifier__C"],
-                                                search.cv_results_["mean_test_score"])}
-    return search.best_estimator_, scores
+    patterns = {settings["tokenizations"][n]["token_pattern"]: n for n in names}
+    scores = {f"{patterns[p['features__token_pattern']]} C={float(p['classifier__C']):g}": float(score)
+              for p, score in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"])}
+    best = search.best_params_
+    choice = {"C": float(best["classifier__C"]), "tokens": patterns[best["features__token_pattern"]]}
+    return search.best_estimator_, choice, scores
 
 
 def nbsvm_baseline(source: str = "bundled", split_seed: int = DEFAULT_SPLIT_SEED,
                    val_fraction: float = DEFAULT_VAL_FRACTION, out_dir: str | Path = "results",
                    refresh: bool = False) -> dict:
-    """Validation metrics of NBSVM on the study's split (cached), with the C that cross-validation on the
-    training split chose and every C's CV accuracy."""
+    """Validation metrics of NBSVM on the study's split (cached), with the C and tokenization that
+    cross-validation on the training split chose and every candidate's CV accuracy."""
     def fit(dsd):
-        model, scores = fit_nbsvm(dsd["train"]["text"], dsd["train"]["label"])
-        return model, {"C": float(model.named_steps["classifier"].C), "cv_accuracy": scores,
+        model, choice, scores = fit_nbsvm(dsd["train"]["text"], dsd["train"]["label"])
+        return model, {**choice, "cv_accuracy": scores,
                        "n_features": len(model.named_steps["features"].vocabulary_)}
 
     return _cached("nbsvm", source, split_seed, val_fraction, out_dir, NBSVM_SETTINGS, refresh, fit)
