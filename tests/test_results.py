@@ -1,0 +1,137 @@
+"""The readers of the results index (run/results.py) on hand-built rows: which runs make a population, the fixed
+design, the tag a population's reports go under, learning curves and the checkpoints a panel offers."""
+import pandas as pd
+import pytest
+
+from nanogpt.run import results as R
+from nanogpt.run.rundir import RunDir
+
+
+def _runs(spec):
+    """spec: (device, precision, loss, n) groups -> rows with distinct run ids and seeds."""
+    rows = []
+    for device, precision, loss, n in spec:
+        for i in range(n):
+            rows.append({"run_id": f"{device}-{precision}-{loss}-{i}", "device": device, "precision": precision,
+                         "loss": loss, "seed": i, "val_accuracy": 0.8 + i / 100})
+    return pd.DataFrame(rows)
+
+
+def test_one_population_alone_is_taken_without_a_note():
+    runs = _runs([("cpu", "fp32", "ce", 3), ("cpu", "fp32", "bce", 3)])
+    chosen, note = R.one_population(runs)
+    assert len(chosen) == 6 and note == ""
+
+
+def test_the_largest_comparable_population_is_taken_and_the_rest_named():
+    runs = _runs([("cpu", "fp32", "ce", 3), ("cpu", "fp32", "bce", 3),
+                  ("cpu", "bf16", "ce", 5), ("cpu", "bf16", "bce", 1),  # larger, but one BCE run: not comparable
+                  ("cuda", "bf16", "ce", 2), ("cuda", "bf16", "bce", 2)])
+    chosen, note = R.one_population(runs)
+    assert set(zip(chosen["device"], chosen["precision"])) == {("cpu", "fp32")} and len(chosen) == 6
+    assert list(chosen.index) == list(range(6))
+    assert note == ("Analysed: the 6 runs on cpu/fp32; left out, as a separate population: 6 run(s) on cpu/bf16, "
+                    "4 run(s) on cuda/bf16.")
+    # with min_per_loss=1 the larger bf16 population is comparable, and it is taken
+    chosen, note = R.one_population(runs, min_per_loss=1)
+    assert set(chosen["precision"]) == {"bf16"} and set(chosen["device"]) == {"cpu"} and len(chosen) == 6
+    assert note.startswith("Analysed: the 6 runs on cpu/bf16;")
+
+
+def test_this_machines_population_is_preferred_once_it_can_compare():
+    runs = _runs([("cpu", "fp32", "ce", 4), ("cpu", "fp32", "bce", 4),
+                  ("cpu", "bf16", "ce", 2), ("cpu", "bf16", "bce", 2)])
+    chosen, note = R.one_population(runs, prefer=("cpu", "bf16"))
+    assert set(chosen["precision"]) == {"bf16"} and len(chosen) == 4
+    assert "left out, as a separate population: 8 run(s) on cpu/fp32." in note
+    assert "fewer than" not in note
+    # too few yet: the larger population, and the note says why this machine's own was passed over
+    chosen, note = R.one_population(runs, prefer=("cpu", "bf16"), min_per_loss=3)
+    assert set(chosen["precision"]) == {"fp32"}
+    assert note.endswith("This machine's own population (cpu/bf16) has fewer than 3 runs of each loss yet.")
+
+
+def test_a_chosen_population_is_taken_whatever_its_size_or_named_when_absent():
+    runs = _runs([("cpu", "fp32", "ce", 4), ("cpu", "fp32", "bce", 4), ("cpu", "bf16", "ce", 1)])
+    chosen, note = R.one_population(runs, choose=("cpu", "bf16"))
+    assert len(chosen) == 1 and chosen["precision"].iloc[0] == "bf16"
+    assert "left out, as a separate population: 8 run(s) on cpu/fp32." in note and "fewer than" not in note
+    with pytest.raises(ValueError, match=r"No runs on cuda/bf16 here; the populations there are: "
+                                         r"cpu/bf16 \(1 runs\), cpu/fp32 \(8 runs\)\."):
+        R.one_population(runs, choose=("cuda", "bf16"))
+
+
+def test_with_no_loss_column_every_population_can_compare():
+    runs = _runs([("cpu", "fp32", "ce", 1), ("cpu", "bf16", "ce", 3)]).drop(columns="loss")
+    chosen, _ = R.one_population(runs)
+    assert set(chosen["precision"]) == {"bf16"}  # the largest: nothing to be comparable about
+
+
+def test_population_of_names_one_population_or_refuses():
+    runs = _runs([("cpu", "fp32", "ce", 2), ("cpu", "fp32", "bce", 2)])
+    assert R.population_of(runs) == "cpu/fp32"
+    with pytest.raises(ValueError, match=r"one device/precision population, got \['cpu/bf16', 'cpu/fp32'\]"):
+        R.population_of(_runs([("cpu", "fp32", "ce", 1), ("cpu", "bf16", "ce", 1)]))
+    with pytest.raises(ValueError, match="got no runs"):
+        R.population_of(runs.iloc[:0])
+
+
+@pytest.mark.parametrize("population, tag", [(None, "fast"), ("", "fast"), ("cpu/fp32", "fast"),
+                                             ("cpu/bf16", "fast-bf16"), ("cuda/bf16", "fast-cuda-bf16"),
+                                             ("cuda/fp32", "fast-cuda")])
+def test_population_tag(population, tag):
+    assert R.population_tag("fast", population) == tag
+
+
+def test_fixed_design_keeps_the_standard_arms_on_the_fixed_split():
+    runs = pd.DataFrame({"run_id": list("abcdef"), "loss": ["ce", "bce", "ce", "bce", "ce", "bce"],
+                         "arm": ["ce", "bce", "ce-paired", None, "ce", "bce-head2x"],
+                         "split_seed": [1337, 1337, 1337, 1337, 7, 1337]})
+    assert list(R.fixed_design(runs)["run_id"]) == ["a", "b", "d"]  # no arm recorded: the loss is the arm
+    assert list(R.fixed_design(runs, split_seed=7)["run_id"]) == ["e"]
+    assert list(R.fixed_design(runs.drop(columns=["arm", "split_seed"]))["run_id"]) == list("abcdef")
+    assert R.fixed_design(runs.iloc[:0]).empty
+
+
+def test_finished_drops_failed_runs_and_missing_scores():
+    runs = pd.DataFrame({"run_id": list("abcd"), "status": ["ok", "failed", None, "ok"],
+                         "val_accuracy": [0.8, 0.7, 0.9, None]})
+    assert list(R.finished(runs)["run_id"]) == ["a", "c"]
+    assert list(R.finished(runs.drop(columns="status"))["run_id"]) == ["a", "b", "c"]
+
+
+def _history(out, run_id, steps):
+    run = RunDir(out, run_id)
+    run.path.mkdir(parents=True)
+    pd.DataFrame({"step": steps, "train_loss": [0.5] * len(steps)}).to_csv(run.history, index=False)
+
+
+def test_load_histories_labels_each_curve_with_its_run(tmp_path):
+    _history(tmp_path, "r1", [10, 20])
+    _history(tmp_path, "r2", [10])
+    runs = pd.DataFrame({"run_id": ["r1", "r2", "r3"], "loss": ["ce", "bce", "ce"], "arm": ["ce-paired", None, "ce"],
+                         "seed": [4, 5, 6]})
+    curves = R.load_histories(tmp_path, runs)
+    assert list(curves["run_id"]) == ["r1", "r1", "r2"]  # r3 has no history: left out, not an error
+    assert list(curves["arm"]) == ["ce-paired", "ce-paired", "bce"] and list(curves["seed"]) == [4, 4, 5]
+    assert list(curves["loss"]) == ["ce", "ce", "bce"] and list(curves["step"]) == [10, 20, 10]
+    assert R.load_histories(tmp_path, runs.iloc[2:]).empty
+
+
+def test_study_checkpoints_offer_runs_with_weights_best_first(tmp_path):
+    rows = [{"run_id": f"r{i}", "status": status, "loss": loss, "seed": i, "val_accuracy": acc, "profile": prof}
+            for i, (status, loss, acc, prof) in enumerate([("ok", "ce", 0.81, "cpu"), ("ok", "ce", 0.86, "cpu"),
+                                                          ("ok", "bce", 0.84, "cpu"), ("failed", "bce", None, "cpu"),
+                                                          ("ok", "ce", 0.9, "fast"), ("ok", "bce", 0.8, "cpu")])]
+    pd.DataFrame(rows).to_csv(R.runs_csv(tmp_path), index=False)
+    for i in (0, 1, 2, 3, 4):  # r5 kept no weights
+        RunDir(tmp_path, f"r{i}").path.mkdir(parents=True)
+        RunDir(tmp_path, f"r{i}").model.write_bytes(b"w")
+    offered = R.study_checkpoints(tmp_path)
+    assert [label for label, _ in offered["ce"]] == ["seed 4: 90.00% val", "seed 1: 86.00% val", "seed 0: 81.00% val"]
+    assert offered["ce"][0][1] == str(RunDir(tmp_path, "r4").model)
+    assert [label for label, _ in offered["bce"]] == ["seed 2: 84.00% val"]
+    cpu = R.study_checkpoints(tmp_path, profile="cpu")
+    assert [label for label, _ in cpu["ce"]] == ["seed 1: 86.00% val", "seed 0: 81.00% val"]
+    assert R.study_checkpoints(tmp_path, profile="paper") == {}
+    assert R.study_checkpoints(tmp_path / "nothing") == {}
