@@ -299,6 +299,17 @@ def _pretraining_study(args) -> int:
     return 0
 
 
+def _shipped_or_refuse(command: str) -> str:
+    """The model shipped in models/, for a command given no --checkpoint."""
+    from nanogpt.serve.shipped import MODELS_DIR, shipped_model
+
+    path = shipped_model()
+    if path is None:
+        raise UsageError(f"{command}: no --checkpoint given and no model shipped in {MODELS_DIR}. Fix: give "
+                         "--checkpoint results/runs/<run_id>/model.pt.")
+    return str(path)
+
+
 def cmd_classify(args) -> int:
     from nanogpt.serve.predict import Classifier
 
@@ -307,7 +318,7 @@ def cmd_classify(args) -> int:
         texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
         if not texts:
             raise ValueError("classify -: standard input held no review (one review per line).")
-    clf = Classifier.load(args.checkpoint, device=args.device, reading=args.reading)
+    clf = Classifier.load(args.checkpoint or _shipped_or_refuse("classify"), device=args.device, reading=args.reading)
     preds = clf.predict(texts)
     for text, rec in zip(texts, preds.to_records()):
         if args.json:
@@ -351,7 +362,7 @@ def cmd_serve(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    models = load_models(args.checkpoint, device=args.device, precision=args.precision, reading=args.reading)
+    models = load_models(args.checkpoint or [f"shipped={_shipped_or_refuse('serve')}"], device=args.device, precision=args.precision, reading=args.reading)
     serve(models, args.host, args.port, limits, api_key, args.default, args.log_level)
     return 0
 

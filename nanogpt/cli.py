@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "TF-IDF, the cpu model and the pre-trained recipes, ~2 min)")
 
     p = sub.add_parser("classify", help="classify reviews with a trained checkpoint")
-    p.add_argument("--checkpoint", required=True, help="results/runs/<run_id>/model.pt")
+    p.add_argument("--checkpoint", default=None,
+                   help="results/runs/<run_id>/model.pt, or a .safetensors export (default: the model shipped in "
+                        "models/)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument("--device", default="cpu")
     p.add_argument("--reading", default=None, choices=("truncated", "windows"),
@@ -212,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="+", metavar="TEXT", help="reviews to classify; '-' reads them from standard "
                                                              "input, one per line")
     p = sub.add_parser("serve", help="serve trained checkpoints over HTTP (FastAPI; see /docs)")
-    p.add_argument("--checkpoint", action="append", required=True, metavar="[NAME=]PATH",
-                   help="a model.pt to serve (repeatable); NAME defaults to its loss (ce, bce)")
+    p.add_argument("--checkpoint", action="append", default=None, metavar="[NAME=]PATH",
+                   help="a model.pt or .safetensors export to serve (repeatable); NAME defaults to its loss (ce, bce); "
+                        "default: the model shipped in models/, named 'shipped'")
     p.add_argument("--default", default=None, help="the model a request without 'model' gets (default: the first)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)

@@ -3,11 +3,17 @@
 A checkpoint holds only tensors and plain containers and is read back with `torch.load(weights_only=True)`.
 It describes itself (model config, loss, tokenizer, truncation, data source and split, the run's config), so
 a model can be rebuilt from the file alone.
+
+A model shipped with the repository is the same checkpoint in `safetensors` (`export_safetensors`): the tensors,
+and everything else as JSON in the header's metadata, with a sha256 of the tensors' bytes that `load_checkpoint`
+checks, so a truncated or altered file is one clear error, never a model that answers differently.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import struct
 from dataclasses import asdict
 from pathlib import Path
 
@@ -54,12 +60,61 @@ def save_checkpoint(path: str | Path, payload: dict) -> str:
     return save_torch_atomic(path, {"format": CHECKPOINT_FORMAT, **payload})
 
 
+def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def export_safetensors(ckpt: dict, path: str | Path) -> str:
+    """Write checkpoint `ckpt` (as `load_checkpoint` returns it) as a safetensors file, atomically: its tensors,
+    and the rest as JSON metadata with the tensors' sha256. Returns the file's sha256."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in ckpt["model_state"].items()}
+    rest = {k: v for k, v in ckpt.items() if k != "model_state"}
+    data = save(tensors, metadata={"format": CHECKPOINT_FORMAT, "checkpoint": json.dumps(rest, sort_keys=True),
+                                   "tensors_sha256": _tensor_digest(tensors)})
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _load_safetensors(path: Path) -> dict:
+    from safetensors.torch import load
+
+    data = path.read_bytes()
+    try:
+        (size,) = struct.unpack("<Q", data[:8])
+        meta = json.loads(data[8:8 + size])["__metadata__"]
+        tensors = load(data)
+        rest = json.loads(meta["checkpoint"])
+        expected = meta["tensors_sha256"]
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint of this project (truncated or "
+                              f"corrupt: {' '.join(str(exc).split())[:200] or type(exc).__name__}). Fix: restore it "
+                              "with `git checkout -- <file>` or export it again.") from None
+    if _tensor_digest(tensors) != expected:
+        raise CheckpointError(f"{path}: its weights do not match the digest in its header (the file was altered). "
+                              "Fix: restore it with `git checkout -- <file>` or export it again.")
+    return {**rest, "model_state": tensors, "format": meta.get("format")}
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a checkpoint written by `save_checkpoint`; any other file gives one clear CheckpointError."""
+    """Read a checkpoint written by `save_checkpoint` (or `export_safetensors`, a .safetensors file); any other
+    file gives one clear CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}. Fix: pass the model.pt of a finished run "
                                 "(results/runs/<run_id>/model.pt).")
+    if path.suffix == ".safetensors":
+        ckpt = _load_safetensors(path)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path} is not a checkpoint of this project (format {ckpt.get('format')!r}, "
+                                  f"expected {CHECKPOINT_FORMAT!r}).")
+        return _complete(ckpt, path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
@@ -69,6 +124,10 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not a checkpoint of this project (format {found!r}, "
                               f"expected {CHECKPOINT_FORMAT!r}).")
+    return _complete(ckpt, path)
+
+
+def _complete(ckpt: dict, path: Path) -> dict:
     for key in ("model_state", "model_config", "loss"):
         if key not in ckpt:
             raise CheckpointError(f"{path} lacks '{key}'; it was not written by nanogpt.run.train.")

@@ -95,12 +95,17 @@ DEMO_PROFILE = "smoke"
 
 
 def panel_checkpoints(nb: Notebook) -> dict[str, list[tuple[str, str]]]:
-    """The checkpoints of the study's finished runs of `nb.profile` for the review panel; when there are none
-    (a fresh clone), a quick CE/BCE pair of the smoke profile trained now into `<results_dir>/demo/`, so the
+    """The model shipped in models/ (first) and the checkpoints of the study's finished runs of `nb.profile` for
+    the review panel; when there are none of either, a quick CE/BCE pair of the smoke profile trained now into `<results_dir>/demo/`, so the
     panel works before any study has run. The study's own results are never touched."""
     from nanogpt.run.results import study_checkpoints
+    from nanogpt.serve.shipped import shipped_option
 
     found = study_checkpoints(nb.results_dir, nb.profile)
+    shipped = shipped_option()  # the model in models/, offered first: it answers on a fresh clone
+    if shipped is not None:
+        loss, option = shipped
+        return {loss: [option, *found.get(loss, [])], **{k: v for k, v in found.items() if k != loss}}
     if found:
         return found
     demo_dir = nb.results_dir / "demo"
