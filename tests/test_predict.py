@@ -183,3 +183,16 @@ def test_predict_imports_neither_the_training_loop_nor_the_data_stack():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_predictions_as_records_and_sentiments():
+    import numpy as np
+
+    from nanogpt.serve.predict import Predictions
+
+    preds = Predictions(labels=np.array([1, 0], dtype=np.int64), probabilities=np.array([0.75, 0.125]))
+    records = preds.to_records()
+    assert records == [{"label": 1, "sentiment": "positive", "positive_probability": 0.75},
+                       {"label": 0, "sentiment": "negative", "positive_probability": 0.125}]
+    assert all(type(r["label"]) is int and type(r["positive_probability"]) is float for r in records)
+    assert preds.sentiments == ["positive", "negative"] and len(preds) == 2
