@@ -39,6 +39,10 @@ def test_the_archive_adds_and_updates_entries_and_never_drops_one(tmp_path):
     assert archived_run_ids(path) == {"a", "b", "c"}
     assert load_val_predictions(tmp_path, "a")["positive_probability"][0] == pytest.approx(0.1, abs=1e-3)
     assert load_val_predictions(tmp_path, "b")["positive_probability"][0] == pytest.approx(0.3, abs=1e-3)
+    from_archive = load_val_predictions(tmp_path, "c")  # what a folder's val_predictions.csv holds, in its types
+    assert list(from_archive.columns) == ["row", "label", "positive_probability"]
+    assert from_archive["row"].tolist() == [0, 1, 2] and from_archive["label"].tolist() == [0, 1, 1]
+    assert from_archive["label"].dtype == "int64" and from_archive["positive_probability"].dtype == "float64"
     path.write_bytes(b"torn")  # an archive it cannot read is left alone, with a message, never replaced
     with pytest.raises(ValueError, match="not a readable predictions archive"):
         archive_val_predictions(tmp_path, "x", {"d": preds(0.5)})

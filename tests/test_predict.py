@@ -196,3 +196,28 @@ def test_predictions_as_records_and_sentiments():
                        {"label": 0, "sentiment": "negative", "positive_probability": 0.125}]
     assert all(type(r["label"]) is int and type(r["positive_probability"]) is float for r in records)
     assert preds.sentiments == ["positive", "negative"] and len(preds) == 2
+
+
+def test_predictions_are_computed_from_the_checkpoint_when_nothing_else_holds_them(learnt_run, tmp_path):
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from nanogpt.run.predictions import load_val_predictions
+    from nanogpt.run.rundir import RunDir
+
+    _, result = learnt_run
+    out = tmp_path / "results"
+    folder = RunDir(out, result.run_id).path
+    shutil.copytree(result.run_dir, folder)
+    (folder / "val_predictions.csv").unlink()
+    reference = pd.read_csv(result.run_dir / "val_predictions.csv")
+    got = load_val_predictions(out, result.run_id)
+    assert list(got.columns) == ["row", "label", "positive_probability"] and list(got["row"]) == list(range(len(reference)))
+    assert (got["label"] == reference["label"]).all()
+    np.testing.assert_allclose(got["positive_probability"], reference["positive_probability"], atol=1e-6)
+    saved = pd.read_csv(folder / "val_predictions.csv")  # computed once, then read from the folder
+    np.testing.assert_allclose(saved["positive_probability"], reference["positive_probability"], atol=1e-6)
+    (folder / "model.pt").unlink()
+    assert load_val_predictions(out, result.run_id)["label"].tolist() == reference["label"].tolist()
