@@ -221,3 +221,28 @@ def test_predictions_are_computed_from_the_checkpoint_when_nothing_else_holds_th
     np.testing.assert_allclose(saved["positive_probability"], reference["positive_probability"], atol=1e-6)
     (folder / "model.pt").unlink()
     assert load_val_predictions(out, result.run_id)["label"].tolist() == reference["label"].tolist()
+
+
+def test_the_classifier_records_how_it_reads_and_refuses_what_it_cannot(clf):
+    device = torch.device("cpu")
+
+    def make(**kw):
+        args = dict(model=clf.model, criterion=clf.criterion, truncation="head_tail", head_fraction=0.25,
+                    device=device, precision="fp32")
+        return Classifier(**{**args, **kw})
+
+    plain = make()
+    assert plain.reading == "truncated" and plain.window_stride is None and plain.checkpoint == {}
+    assert plain.device == device and plain.precision == "fp32" and plain.loss == clf.criterion.name
+    block = clf.model.config.block_size
+    assert make(reading="windows").window_stride == block // 2  # half a block by default
+    assert make(reading="windows", window_stride=5).window_stride == 5
+    assert make(checkpoint={"step": 3}).checkpoint == {"step": 3}
+    assert make(truncation="random_window", reading="windows").reading == "windows"
+    with pytest.raises(ValueError, match=r"^This model was trained on random windows: read it with "
+                                         r"reading='windows'\.$"):
+        make(truncation="random_window")
+    with pytest.raises(ValueError, match=r"reading must be one of \('truncated', 'windows'\), got 'whole'"):
+        make(reading="whole")
+    with pytest.raises(ValueError, match="window_stride must be an integer between 1 and block_size"):
+        make(reading="windows", window_stride=block + 1)
