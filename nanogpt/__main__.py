@@ -1,4 +1,4 @@
-"""Command line: `python -m nanogpt {train,compare,study,pretrain,levers,bench,classify,serve,gpu-check} ...` (see `--help` of each).
+"""Command line: `python -m nanogpt {train,compare,study,pretrain,levers,ship,bench,classify,serve,gpu-check} ...` (see `--help` of each).
 
 Errors end with one line on stderr and a non-zero exit: 2 for a bad command line, 1 for a failure while
 running (bad data, a missing or foreign checkpoint, no network for the hub, ...). Never a traceback.
@@ -410,8 +410,22 @@ def cmd_levers(args) -> int:
     return 0
 
 
+def cmd_ship(args) -> int:
+    from nanogpt.serve.shipped import MODELS_DIR, ship
+
+    run_dir = Path(args.run)
+    if not (run_dir / "meta.json").is_file() or not (run_dir / "model.pt").is_file():
+        raise UsageError(f"{args.run}: not a finished run's folder with its weights (meta.json and model.pt). Give "
+                         "results/runs/<run_id> of a run trained with --keep final.")
+    card = ship(run_dir, args.models or MODELS_DIR, args.name, half=not args.fp32)
+    print(f"shipped {card['model']} ({card['bytes'] / 2**20:.1f} MiB, {card['weights']}): validation accuracy "
+          f"{100 * card['validation_accuracy_shipped']:.2f}% (fp32 {100 * card['validation_accuracy_fp32']:.2f}%), "
+          f"labels as fp32 on {100 * card['label_agreement_with_fp32']:.2f}% of validation reviews")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "compare": cmd_compare, "study": cmd_study, "pretrain": cmd_pretrain,
-            "classify": cmd_classify, "bench": cmd_bench, "levers": cmd_levers,
+            "classify": cmd_classify, "bench": cmd_bench, "levers": cmd_levers, "ship": cmd_ship,
             "serve": cmd_serve, "gpu-check": cmd_gpu_check}
 
 

@@ -193,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a TrainConfig field of every lever run (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("ship", help="export a finished run to models/<name>.safetensors with its card (the model "
+                                    "classify and serve use when no checkpoint is named)")
+    p.add_argument("run", help="the run's folder (results/runs/<run_id>)")
+    p.add_argument("--name", default="imdb-gpt", help="file name under models/ (default: imdb-gpt, the default model)")
+    p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16 where labels agree >= 99.5%%)")
+    p.add_argument("--models", default=None, help="folder (default: the repository's models/)")
+
     p = sub.add_parser("bench", help="benchmarks that print numbers (never assert a time)")
     p.add_argument("--quick", action="store_true", help="fewer repeats, no time-to-accuracy runs (~1-2 minutes)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write every figure to FILE as JSON")

@@ -94,3 +94,13 @@ def test_the_service_loads_a_safetensors_export(exported):
     assert list(models) == ["shipped"]
     got = models["shipped"].classifier.predict(["a wonderful superb film"]).probabilities
     np.testing.assert_allclose(got, Classifier.load(path).predict(["a wonderful superb film"]).probabilities)
+
+
+def test_ship_command_line(learnt_run, tmp_path, capsys):
+    _, result = learnt_run
+    assert main(["ship", str(result.run_dir), "--models", str(tmp_path), "--name", "cli"]) == 0
+    card = json.loads((tmp_path / "cli.json").read_text())
+    assert f"{100 * card['validation_accuracy_shipped']:.2f}%" in capsys.readouterr().out
+    assert (tmp_path / "cli.safetensors").is_file() and card["weights"] == "float16"
+    assert main(["ship", str(tmp_path), "--models", str(tmp_path)]) == 2
+    assert "not a finished run's folder" in capsys.readouterr().err
