@@ -246,3 +246,22 @@ def test_the_classifier_records_how_it_reads_and_refuses_what_it_cannot(clf):
         make(reading="whole")
     with pytest.raises(ValueError, match="window_stride must be an integer between 1 and block_size"):
         make(reading="windows", window_stride=block + 1)
+
+
+def test_load_reads_long_reviews_as_the_checkpoint_records(tmp_path, tiny_run):
+    from nanogpt.run.checkpoints import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(tiny_run["ce"].checkpoint)
+    ckpt.pop("format")
+    older = {k: v for k, v in ckpt.items() if k not in ("reading", "window_stride")}  # before windows existed
+    save_checkpoint(tmp_path / "older.pt", older)
+    assert Classifier.load(tmp_path / "older.pt").reading == "truncated"
+    save_checkpoint(tmp_path / "windows.pt", {**ckpt, "reading": "windows", "window_stride": 7})
+    windows = Classifier.load(tmp_path / "windows.pt")
+    assert windows.reading == "windows" and windows.window_stride == 7
+    assert Classifier.load(tmp_path / "windows.pt", window_stride=5).window_stride == 5  # the caller's stride wins
+    half = ckpt["model_config"]["block_size"] // 2
+    save_checkpoint(tmp_path / "default.pt", {**ckpt, "reading": "windows", "window_stride": None})
+    assert Classifier.load(tmp_path / "default.pt").window_stride == half
+    told = Classifier.load(tmp_path / "windows.pt", reading="truncated")
+    assert told.reading == "truncated" and told.window_stride is None
