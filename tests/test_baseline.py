@@ -58,12 +58,16 @@ def test_nbsvm_chooses_its_tokenization_by_cross_validation_on_training_texts():
 
 
 def test_nbsvm_baseline_records_its_choice_and_caches(tmp_path, monkeypatch):
-    reviews = load_imdb()["train"].select(range(1500)).to_pandas()
+    reviews = load_imdb()["train"].select(range(800)).to_pandas()
     csv = tmp_path / "reviews.csv"
     reviews.to_csv(csv, index=False)
-    first = baseline.nbsvm_baseline(str(csv), out_dir=tmp_path / "results")
-    assert first["accuracy"] > 0.75 and first["n_val"] == 300
-    assert first["C"] in baseline.NBSVM_SETTINGS["C_grid"] and first["tokens"] in baseline.NBSVM_SETTINGS["tokenizations"]
+    small = {**baseline.NBSVM_SETTINGS, "C_grid": [0.3, 1.0], "cv_folds": 2}  # 8 fits, not 24: a test's budget
+    first = baseline.nbsvm_baseline(str(csv), out_dir=tmp_path / "results", settings=small)
+    assert first["accuracy"] > 0.7 and first["n_val"] == 160 and first["settings"] == small
+    assert first["C"] in small["C_grid"] and first["tokens"] in small["tokenizations"]
+    assert len(first["cv_accuracy"]) == 4
     assert max(first["cv_accuracy"], key=first["cv_accuracy"].get) == f"{first['tokens']} C={first['C']:g}"
     monkeypatch.setattr(baseline, "load_imdb", lambda *a, **k: pytest.fail("recomputed instead of cached"))
-    assert baseline.nbsvm_baseline(str(csv), out_dir=tmp_path / "results") == first
+    assert baseline.nbsvm_baseline(str(csv), out_dir=tmp_path / "results", settings=small) == first
+    with pytest.raises(pytest.fail.Exception, match="recomputed instead of cached"):  # other settings: refitted
+        baseline.nbsvm_baseline(str(csv), out_dir=tmp_path / "results", settings={**small, "C_grid": [1.0]})

@@ -178,15 +178,16 @@ def fit_nbsvm(texts, labels, settings: dict = NBSVM_SETTINGS) -> tuple[Pipeline,
 
 def nbsvm_baseline(source: str = "bundled", split_seed: int = DEFAULT_SPLIT_SEED,
                    val_fraction: float = DEFAULT_VAL_FRACTION, out_dir: str | Path = "results",
-                   refresh: bool = False) -> dict:
+                   refresh: bool = False, settings: dict = NBSVM_SETTINGS) -> dict:
     """Validation metrics of NBSVM on the study's split (cached), with the C and tokenization that
-    cross-validation on the training split chose and every candidate's CV accuracy."""
+    cross-validation on the training split chose and every candidate's CV accuracy. `settings` (part of the cache
+    key) defaults to the project's NBSVM_SETTINGS."""
     def fit(dsd):
-        model, choice, scores = fit_nbsvm(dsd["train"]["text"], dsd["train"]["label"])
+        model, choice, scores = fit_nbsvm(dsd["train"]["text"], dsd["train"]["label"], settings)
         return model, {**choice, "cv_accuracy": scores,
                        "n_features": len(model.named_steps["features"].vocabulary_)}
 
-    return _cached("nbsvm", source, split_seed, val_fraction, out_dir, NBSVM_SETTINGS, refresh, fit)
+    return _cached("nbsvm", source, split_seed, val_fraction, out_dir, settings, refresh, fit)
 
 
 BASELINES = {"tfidf": tfidf_baseline, "nbsvm": nbsvm_baseline}
