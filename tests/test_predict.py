@@ -265,3 +265,19 @@ def test_load_reads_long_reviews_as_the_checkpoint_records(tmp_path, tiny_run):
     assert Classifier.load(tmp_path / "default.pt").window_stride == half
     told = Classifier.load(tmp_path / "windows.pt", reading="truncated")
     assert told.reading == "truncated" and told.window_stride is None
+
+
+def test_load_keeps_the_checkpoints_cut_device_and_record(tmp_path, tiny_run):
+    from nanogpt.run.checkpoints import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(tiny_run["ce"].checkpoint)
+    ckpt.pop("format")
+    save_checkpoint(tmp_path / "head.pt", {**ckpt, "truncation": "head", "head_fraction": 0.5})
+    head = Classifier.load(tmp_path / "head.pt")
+    assert head.truncation == "head" and head.head_fraction == 0.5
+    assert head.device == torch.device("cpu") and head.precision == "fp32"
+    assert head.checkpoint["truncation"] == "head" and head.checkpoint["loss"] == "ce"
+    bare = {k: v for k, v in ckpt.items() if k not in ("truncation", "head_fraction")}
+    save_checkpoint(tmp_path / "bare.pt", bare)
+    defaults = Classifier.load(tmp_path / "bare.pt")
+    assert defaults.truncation == "head_tail" and defaults.head_fraction == 0.25
