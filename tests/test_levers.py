@@ -34,7 +34,7 @@ def test_arms_are_named_and_checked():
     assert levers.arm_of({}) == "plain"  # rows recorded before the field existed
 
 
-def test_lever_runs_are_scored_on_the_development_slice_and_paired_by_seed(study):
+def test_lever_runs_are_scored_on_the_development_slice_and_paired_by_seed(study, monkeypatch):
     backbone, out = study
     runs = levers.lever_runs(out)
     assert sorted(zip(runs["arm"], runs["seed"])) == [("at-0.01", 0), ("at-0.01", 1), ("plain", 0), ("plain", 1)]
@@ -49,8 +49,14 @@ def test_lever_runs_are_scored_on_the_development_slice_and_paired_by_seed(study
     assert table.loc["plain", "dev_accuracy"] == pytest.approx(plain.mean())
     assert math.isnan(table.loc["plain", "minus_plain"])
     # finished runs are found, not trained again
-    again = levers.run_levers(backbone.path, ["plain"], [0], out, **TINY)
-    assert again[0].run_id in set(runs["run_id"])
+    import nanogpt.run.train as train_module
+
+    def refuse(*a, **k):
+        raise AssertionError("a finished lever run was trained again")
+
+    monkeypatch.setattr(train_module, "train", refuse)
+    found = levers.run_levers(backbone.path, ["plain", "at-0.01"], [0, 1], out, **TINY)
+    assert sorted(found) == sorted(runs["run_id"])
 
 
 def _dev_probs_of(run_dir):

@@ -57,16 +57,23 @@ def lever_config(arm: str, seed: int, backbone: str | Path, out_dir: str | Path,
 
 
 def run_levers(backbone: str | Path, arms: list[str], seeds: list[int], out_dir: str | Path, loss: str = "ce",
-               quiet: bool = False, **changes) -> list:
-    """Train every (arm, seed) that is not finished in `out_dir` (an interrupted one resumes)."""
+               quiet: bool = False, **changes) -> list[str]:
+    """Train every (arm, seed) that is not finished in `out_dir` (a finished one is found and left alone, an
+    interrupted one resumes); returns the run ids, trained or found."""
+    from nanogpt.run.rundir import RunDir
     from nanogpt.run.train import train
 
-    results = []
+    run_ids = []
     for seed in seeds:  # seed-major: an early stop still leaves complete pairs
         for arm in arms:
             cfg = lever_config(arm, seed, backbone, out_dir, loss, quiet=quiet, **changes)
-            results.append(train(cfg, resume=True))
-    return results
+            run_id = cfg.run_id()
+            if RunDir(out_dir, run_id).finished_row() is None:
+                train(cfg, resume=True)
+            elif not quiet:
+                print(f"{arm} seed {seed}: finished ({run_id})")
+            run_ids.append(run_id)
+    return run_ids
 
 
 def arm_of(config: dict) -> str:
