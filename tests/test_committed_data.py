@@ -191,3 +191,25 @@ def test_reports_and_figures_are_filed_by_population(tmp_path):
     fig, _ = plt.subplots()
     assert nb.save(fig, "x.png") == tmp_path / "cpu-bf16" / "x.png"
     plt.close(fig)
+
+
+def test_the_archive_keeps_its_bytes_when_nothing_is_new_and_stores_compact_types(tmp_path):
+    import os
+
+    from nanogpt.run.predictions import archive_finished_run, archive_val_predictions, predictions_archive
+    from nanogpt.run.rundir import RunDir
+
+    preds = pd.DataFrame({"label": [0, 1], "positive_probability": [0.25, 0.75]})
+    path = archive_val_predictions(tmp_path, "p", {"r": preds})
+    os.utime(path, (1_000_000, 1_000_000))
+    before = path.read_bytes()
+    archive_val_predictions(tmp_path, "p", {"r": preds})  # the same entry again: the file is not rewritten
+    assert path.read_bytes() == before and path.stat().st_mtime == 1_000_000
+    with np.load(path, allow_pickle=False) as z:
+        assert z["p__r"].dtype == np.float16 and z["y__r"].dtype == np.int8
+    # a row recorded before rows had a status is a finished run: archived
+    run = RunDir(tmp_path, "old-row")
+    run.path.mkdir(parents=True)
+    run.write_val_predictions(np.array([1, 0]), np.array([0.9, 0.1]))
+    assert archive_finished_run(tmp_path, {"run_id": "old-row", "profile": "p"}) == predictions_archive(tmp_path, "p")
+    assert archive_finished_run(tmp_path, {"run_id": "no-folder", "profile": "p"}) is None

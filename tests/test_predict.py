@@ -281,3 +281,15 @@ def test_load_keeps_the_checkpoints_cut_device_and_record(tmp_path, tiny_run):
     save_checkpoint(tmp_path / "bare.pt", bare)
     defaults = Classifier.load(tmp_path / "bare.pt")
     assert defaults.truncation == "head_tail" and defaults.head_fraction == 0.25
+
+
+def test_windows_tokenize_whole_reviews_and_check_them(clf):
+    device = torch.device("cpu")
+    windows = Classifier(clf.model, clf.criterion, "head_tail", 0.25, device, "fp32", reading="windows")
+    long_review = "a film " * 400  # far longer than the block
+    whole = windows.tokenize([long_review, "short"])
+    cut = clf.tokenize([long_review, "short"])
+    assert int(whole.lengths[0]) > clf.model.config.block_size >= int(cut.lengths[0])
+    assert int(whole.lengths[1]) == int(cut.lengths[1])
+    with pytest.raises(ValueError, match="empty"):
+        windows.tokenize(["  "])
