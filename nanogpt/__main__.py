@@ -299,15 +299,12 @@ def _pretraining_study(args) -> int:
     return 0
 
 
-def _shipped_or_refuse(command: str) -> str:
-    """The model shipped in models/, for a command given no --checkpoint."""
-    from nanogpt.serve.shipped import MODELS_DIR, shipped_model
+def _shipped(command: str) -> str:
+    from nanogpt.serve.shipped import no_model_message, shipped_model
 
-    path = shipped_model()
-    if path is None:
-        raise UsageError(f"{command}: no --checkpoint given and no model shipped in {MODELS_DIR}. Fix: give "
-                         "--checkpoint results/runs/<run_id>/model.pt.")
-    return str(path)
+    if shipped_model() is None:
+        raise UsageError(no_model_message(command))
+    return str(shipped_model())
 
 
 def cmd_classify(args) -> int:
@@ -318,7 +315,7 @@ def cmd_classify(args) -> int:
         texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
         if not texts:
             raise ValueError("classify -: standard input held no review (one review per line).")
-    clf = Classifier.load(args.checkpoint or _shipped_or_refuse("classify"), device=args.device, reading=args.reading)
+    clf = Classifier.load(args.checkpoint or _shipped("classify"), device=args.device, reading=args.reading)
     preds = clf.predict(texts)
     for text, rec in zip(texts, preds.to_records()):
         if args.json:
@@ -362,7 +359,7 @@ def cmd_serve(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    models = load_models(args.checkpoint or [f"shipped={_shipped_or_refuse('serve')}"], device=args.device, precision=args.precision, reading=args.reading)
+    models = load_models(args.checkpoint or [f"shipped={_shipped('serve')}"], device=args.device, precision=args.precision, reading=args.reading)
     serve(models, args.host, args.port, limits, api_key, args.default, args.log_level)
     return 0
 
@@ -385,42 +382,30 @@ def cmd_gpu_check(args) -> int:
 
 
 def cmd_levers(args) -> int:
-    from nanogpt.core.artifacts import write_report_json
     from nanogpt.study import levers
     from nanogpt.study.runs import parse_seeds
 
-    backbone = Path(args.backbone)
-    if not backbone.is_file():
+    if not Path(args.backbone).is_file():
         raise UsageError(f"--backbone {args.backbone}: no such file. Fix: give the backbone.pt that `pretrain` wrote "
                          "(results/backbones/<id>/backbone.pt).")
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     try:
-        for arm in arms:
-            levers.parse_arm(arm)
+        [levers.parse_arm(arm) for arm in arms]  # an unknown arm is a usage error before anything trains
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     changes = _overrides(args.set, own={"loss": "--loss", "seed": "--seeds", "init": "--backbone", "out_dir": "--out",
                                         "quiet": "--quiet", "profile": "nothing (lever runs are the ft recipe)"})
-    levers.run_levers(backbone, arms, seeds, args.out, args.loss, quiet=args.quiet, **changes)
-    table = levers.lever_table(args.out)
-    print(levers.format_table(table))
-    write_report_json(Path(args.out) / "levers.json", {"backbone": str(backbone), "loss": args.loss,
-                                                       "rows": table.to_dict(orient="records")})
+    print(levers.study(args.backbone, arms, seeds, args.out, args.loss, args.quiet, **changes))
     return 0
 
 
 def cmd_ship(args) -> int:
-    from nanogpt.serve.shipped import MODELS_DIR, ship
+    from nanogpt.serve.shipped import MODELS_DIR, describe, ship
 
-    run_dir = Path(args.run)
-    if not (run_dir / "meta.json").is_file() or not (run_dir / "model.pt").is_file():
-        raise UsageError(f"{args.run}: not a finished run's folder with its weights (meta.json and model.pt). Give "
-                         "results/runs/<run_id> of a run trained with --keep final.")
-    card = ship(run_dir, args.models or MODELS_DIR, args.name, half=not args.fp32)
-    print(f"shipped {card['model']} ({card['bytes'] / 2**20:.1f} MiB, {card['weights']}): validation accuracy "
-          f"{100 * card['validation_accuracy_shipped']:.2f}% (fp32 {100 * card['validation_accuracy_fp32']:.2f}%), "
-          f"labels as fp32 on {100 * card['label_agreement_with_fp32']:.2f}% of validation reviews")
+    if not (Path(args.run) / "meta.json").is_file() or not (Path(args.run) / "model.pt").is_file():
+        raise UsageError(f"{args.run}: not a finished run's folder with weights; give results/runs/<run_id>.")
+    print(describe(ship(args.run, args.models or MODELS_DIR, args.name, half=not args.fp32)))
     return 0
 
 

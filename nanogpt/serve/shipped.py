@@ -29,6 +29,11 @@ def shipped_model(models_dir: str | Path = MODELS_DIR, name: str = DEFAULT_NAME)
     return path if path.is_file() else None
 
 
+def no_model_message(command: str) -> str:
+    return (f"{command}: no --checkpoint given and no model shipped in {MODELS_DIR}. Fix: give --checkpoint "
+            "results/runs/<run_id>/model.pt.")
+
+
 def shipped_option(models_dir: str | Path = MODELS_DIR, name: str = DEFAULT_NAME) -> tuple[str, tuple[str, str]] | None:
     """(loss, (label, path)) of the shipped model for the review panel, or None when there is none."""
     path = shipped_model(models_dir, name)
@@ -109,3 +114,10 @@ def ship(run_dir: str | Path, models_dir: str | Path = MODELS_DIR, name: str = D
     }
     atomic_write_json(card_path(path), card)
     return card
+
+
+def describe(card: dict) -> str:
+    """One line on what was shipped, from its card."""
+    return (f"shipped {card['model']} ({card['bytes'] / 2**20:.1f} MiB, {card['weights']}): validation accuracy "
+            f"{100 * card['validation_accuracy_shipped']:.2f}% (fp32 {100 * card['validation_accuracy_fp32']:.2f}%), "
+            f"labels as fp32 on {100 * card['label_agreement_with_fp32']:.2f}% of validation reviews")

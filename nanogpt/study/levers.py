@@ -183,3 +183,15 @@ def format_table(table: pd.DataFrame) -> str:
                      f"{'' if minutes is None or math.isnan(minutes) else f'{minutes:.1f}':>7}  "
                      f"{'yes' if r['single_model'] else 'no'}")
     return "\n".join(lines)
+
+
+def study(backbone: str | Path, arms: list[str], seeds: list[int], out_dir: str | Path, loss: str = "ce",
+          quiet: bool = False, **changes) -> str:
+    """`python -m nanogpt levers`: train what is unfinished, write `<out_dir>/levers.json`, return the table."""
+    from nanogpt.core.artifacts import write_report_json
+
+    run_levers(backbone, arms, seeds, out_dir, loss, quiet=quiet, **changes)
+    table = lever_table(out_dir)
+    write_report_json(Path(out_dir) / "levers.json", {"backbone": str(backbone), "loss": loss,
+                                                      "rows": table.to_dict(orient="records")})
+    return format_table(table)
