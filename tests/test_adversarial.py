@@ -32,6 +32,21 @@ def _mask(x, lengths):
     return (torch.arange(x.size(1))[None, :] < lengths[:, None]).unsqueeze(-1)
 
 
+def _scored(loss: str):
+    """criterion, model, batch (x, lengths, y), its embeddings and the clean logits."""
+    criterion = get_criterion(loss)
+    model = _model(criterion.n_outputs)
+    x, lengths, y = _batch()
+    embedded = model.embed(x)
+    return criterion, model, x, lengths, y, embedded, model.forward_embedded(embedded, lengths)
+
+
+def _random_like(r, x, lengths, seed: int):
+    """A random perturbation of the real tokens with each review's norm equal to r's."""
+    noise = torch.randn(r.shape, generator=torch.Generator().manual_seed(seed)) * _mask(x, lengths)
+    return noise / noise.norm(dim=(1, 2), keepdim=True) * r.norm(dim=(1, 2), keepdim=True)
+
+
 @pytest.mark.parametrize("loss", ["ce", "bce"])
 @pytest.mark.parametrize("kind", ["at", "vat"])
 def test_the_perturbation_has_the_asked_size_and_spares_padding(loss, kind):
@@ -49,11 +64,7 @@ def test_the_perturbation_has_the_asked_size_and_spares_padding(loss, kind):
 
 @pytest.mark.parametrize("loss", ["ce", "bce"])
 def test_the_adversarial_direction_hurts_more_than_random_ones(loss):
-    criterion = get_criterion(loss)
-    model = _model(criterion.n_outputs)
-    x, lengths, y = _batch()
-    embedded = model.embed(x)
-    clean = model.forward_embedded(embedded, lengths)
+    criterion, model, x, lengths, y, embedded, clean = _scored(loss)
     r = adversarial.perturbation(model, criterion, "at", embedded, lengths, y, clean, epsilon=0.05)
 
     def per_review_loss(delta):
@@ -64,26 +75,19 @@ def test_the_adversarial_direction_hurts_more_than_random_ones(loss):
     adversarial_loss, clean_loss = per_review_loss(r), per_review_loss(0)
     assert (adversarial_loss > clean_loss).all()
     for seed in range(5):  # a random direction of the same size, per review
-        noise = torch.randn(embedded.shape, generator=torch.Generator().manual_seed(seed)) * _mask(x, lengths)
-        noise = noise / noise.norm(dim=(1, 2), keepdim=True) * r.norm(dim=(1, 2), keepdim=True)
-        assert (adversarial_loss > per_review_loss(noise)).all()
+        assert (adversarial_loss > per_review_loss(_random_like(r, x, lengths, seed))).all()
 
 
 @pytest.mark.parametrize("loss", ["ce", "bce"])
 def test_the_virtual_adversarial_direction_moves_the_prediction_most(loss):
-    criterion = get_criterion(loss)
-    model = _model(criterion.n_outputs)
-    x, lengths, y = _batch()
-    embedded = model.embed(x)
-    clean = model.forward_embedded(embedded, lengths)
+    criterion, model, x, lengths, y, embedded, clean = _scored(loss)
     torch.manual_seed(3)
     r = adversarial.perturbation(model, criterion, "vat", embedded, lengths, y, clean, epsilon=0.05)
     with torch.no_grad():
         moved = adversarial.kl_divergence(criterion, clean, model.forward_embedded(embedded + r, lengths))
         random_moves = []
         for seed in range(5):
-            noise = torch.randn(embedded.shape, generator=torch.Generator().manual_seed(seed)) * _mask(x, lengths)
-            noise = noise / noise.norm(dim=(1, 2), keepdim=True) * r.norm(dim=(1, 2), keepdim=True)
+            noise = _random_like(r, x, lengths, seed)
             random_moves.append(adversarial.kl_divergence(criterion, clean,
                                                           model.forward_embedded(embedded + noise, lengths)))
     assert moved > 0 and moved > 3 * max(random_moves)
