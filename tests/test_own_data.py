@@ -221,6 +221,11 @@ def test_off_a_terminal_progress_is_a_line_every_few_seconds():
     lines = out.getvalue().splitlines()
     assert len(lines) == 6 and lines[-1] == "ce seed 0: 100/100 steps, 50 s (loss=0.1)"  # at 10, 20, ... s, once more
     assert isinstance(progress(10, stream=io.StringIO()), LineProgress)  # a file or a pipe: lines
+    ordered = LineProgress(2, desc="study", unit="run", stream=out, clock=lambda: now[0])
+    ordered.set_postfix({"bce": "86.00%", "ce": "85.00%"}, refresh=False)  # the study's form: a dict of arms
+    ordered.update()
+    ordered.close()
+    assert out.getvalue().splitlines()[-1] == "study: 1/2 runs, 0 s (bce=86.00%, ce=85.00%)"
 
 
 def test_a_run_logged_to_a_file_is_short(tmp_path, capsys):

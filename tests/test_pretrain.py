@@ -230,6 +230,13 @@ def test_pretrain_command_line(tmp_path, capsys):
     assert code == 1 and "no backbone checkpoint" in err
 
 
+def test_pretraining_logged_to_a_file_is_lines_not_redraws(tmp_path, capsys):
+    """Off a terminal (here: pytest's captured stderr) the bar is a line every few seconds, not tqdm's redraws."""
+    P.pretrain(smoke(tmp_path, max_steps=6, eval_interval=3).replace(quiet=False))
+    err = capsys.readouterr().err
+    assert "\r" not in err and 1 <= len(err.splitlines()) <= 3, err[:500]
+    assert err.splitlines()[-1].startswith("pretrain seed 0: 6/6 steps")
+
 # ----------------------------------------------------------------------------------- the study's analysis
 
 

@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from nanogpt.core.artifacts import atomic_write_json, stable_digest
 from nanogpt.core.model import GPTClassifier, ModelConfig
@@ -52,6 +51,7 @@ from nanogpt.data.windows import WHOLE
 from nanogpt.run.backbone import BACKBONE_FORMAT, backbone_data_record, load_backbone
 from nanogpt.run.checkpoints import CheckpointError, load_failure_reason, save_torch_atomic
 from nanogpt.run.config import _PROFILE_NAME
+from nanogpt.run.progress import progress
 from nanogpt.run.train import learning_rate_at
 
 # PretrainConfig fields that do not change what is computed: out of the backbone id, free to differ on resume.
@@ -359,8 +359,8 @@ def pretrain(config: PretrainConfig, resume: bool = True) -> BackboneResult:
             "tokens": tokens, "seconds": seconds, "interval_loss": interval_loss, "interval_n": interval_n})
 
     every = cfg.checkpoint_interval or cfg.eval_interval
-    bar = tqdm(total=cfg.max_steps, initial=start, desc=f"pretrain seed {cfg.seed}", unit="step",
-               disable=cfg.quiet, dynamic_ncols=True)
+    bar = progress(total=cfg.max_steps, initial=start, desc=f"pretrain seed {cfg.seed}", unit="step",
+                   disable=cfg.quiet)
     model.train()
     for step in range(start, cfg.max_steps):
         t0 = time.perf_counter()

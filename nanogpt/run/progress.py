@@ -25,8 +25,8 @@ class LineProgress:
         self.lines = 0
         self.closed = False
 
-    def set_postfix(self, refresh: bool = True, **values) -> None:
-        self.postfix = values
+    def set_postfix(self, ordered_dict: dict | None = None, refresh: bool = True, **values) -> None:
+        self.postfix = {**(ordered_dict or {}), **values}
 
     def update(self, n: int = 1) -> None:
         self.n += n

@@ -15,10 +15,9 @@ import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 
-from tqdm.auto import tqdm
-
 from nanogpt.run.config import TrainConfig
 from nanogpt.run.predictions import archive_finished_run
+from nanogpt.run.progress import progress
 from nanogpt.run.results import runs_csv, upsert_result_row
 
 CONNECT_TIMEOUT_S = 15  # an address that does not answer: one clear line after this, never a hang
@@ -117,7 +116,7 @@ def run_on_cluster(client, configs: list[TrainConfig], out_dir, quiet: bool = Fa
                for cfg in configs}
     accuracy: dict[str, list[float]] = {}
     failed, errors = [], []
-    bar = tqdm(total=len(futures), desc="study", unit="run", disable=quiet, dynamic_ncols=True)
+    bar = progress(total=len(futures), desc="study", unit="run", disable=quiet)
     try:
         for future in as_completed(futures):
             cfg = futures[future]
