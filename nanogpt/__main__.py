@@ -382,8 +382,7 @@ def cmd_gpu_check(args) -> int:
 
 
 def cmd_levers(args) -> int:
-    from nanogpt.study import levers
-    from nanogpt.study.runs import parse_seeds
+    from nanogpt.study import levers, runs
 
     if not Path(args.backbone).is_file():
         raise UsageError(f"--backbone {args.backbone}: no such file. Fix: give the backbone.pt that `pretrain` wrote "
@@ -391,12 +390,13 @@ def cmd_levers(args) -> int:
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     try:
         [levers.parse_arm(arm) for arm in arms]  # an unknown arm is a usage error before anything trains
-        seeds = parse_seeds(args.seeds)
+        seeds, teacher_seeds = runs.parse_seeds(args.seeds), runs.parse_seeds(args.teacher_seeds)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     changes = _overrides(args.set, own={"loss": "--loss", "seed": "--seeds", "init": "--backbone", "out_dir": "--out",
-                                        "quiet": "--quiet", "profile": "nothing (lever runs are the ft recipe)"})
-    print(levers.study(args.backbone, arms, seeds, args.out, args.loss, args.quiet, **changes))
+                                        "quiet": "--quiet", "profile": "nothing (lever runs are the ft recipe)",
+                                        "teacher": "--teacher-seeds"})
+    print(levers.study(args.backbone, arms, seeds, args.out, args.loss, args.quiet, teacher_seeds, **changes))
     return 0
 
 

@@ -180,13 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("levers", help="levers against plain fine-tuning from one backbone, on a development slice",
                        description="Fine-tune the ft recipe from --backbone with each trained arm (plain, at-<eps>: "
-                                   "adversarial, vat-<eps>: virtual adversarial) over --seeds, each scored at the end "
+                                   "adversarial, vat-<eps>: virtual adversarial, distill-<w>: trained on the plain "
+                                   "--teacher-seeds' ensemble) over --seeds, each scored at the end "
                                    "on 10%% of the training split that no run trains on; then the weight soup and the "
                                    "ensemble of the plain runs. Prints the table (paired with plain by seed) and "
                                    "writes <out>/levers.json. The validation split chooses nothing here.")
     p.add_argument("--backbone", required=True, metavar="PATH", help="a backbone.pt written by `pretrain`")
     p.add_argument("--arms", default="plain,at-0.01,vat-0.01", help="comma-separated (default: plain,at-0.01,vat-0.01)")
     p.add_argument("--seeds", default="0-2", help="fine-tuning seeds, e.g. 0-2 (default)")
+    p.add_argument("--teacher-seeds", default="0-2", metavar="SEEDS",
+                   help="the plain runs whose ensemble teaches the distill arms (default: 0-2)")
     p.add_argument("--loss", default="ce", choices=LOSS_CHOICES)
     p.add_argument("--out", default="results/levers", help="results folder (default: results/levers)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

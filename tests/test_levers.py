@@ -91,6 +91,36 @@ def test_soup_averages_weights_and_ensemble_averages_probabilities(study, tmp_pa
         levers._dev_probabilities(dirs, "median")
 
 
+def test_a_distill_arm_learns_from_the_ensemble_of_the_plain_runs(study, tmp_path):
+    import shutil
+
+    from nanogpt.run import distill
+
+    backbone, fixture_out = study
+    out = tmp_path / "levers"
+    shutil.copytree(fixture_out, out)  # the plain runs of seeds 0 and 1, found finished there
+    assert levers.parse_arm("distill-0.5") == {"distill_weight": 0.5}
+    for bad in ("distill-0", "distill-1.5", "distill"):
+        with pytest.raises(ValueError, match="Unknown lever arm"):
+            levers.parse_arm(bad)
+    (student,) = levers.run_levers(backbone.path, ["distill-0.5"], [0], out, teacher_seeds=(0, 1), **TINY)
+    runs = levers.lever_runs(out)
+    plain = runs[runs["arm"] == "plain"].sort_values("seed")["run_id"].tolist()
+    path = levers.teacher_path(backbone.path, out, "ce", (0, 1), **TINY)
+    probs, meta = distill.read_teacher(path)
+    assert meta["members"] == plain and len(probs) == 512 - 52  # the training part: the dev slice is not taught
+    each = [distill.read_teacher(distill.ensemble_teacher([RunDir(out, r).path], tmp_path / f"{r}.npz"))[0]
+            for r in plain]
+    np.testing.assert_allclose(probs, np.mean(each, axis=0), atol=1e-6)
+    assert not np.allclose(each[0], each[1])  # two teachers that differ, so the mean is not either one
+    row = runs.set_index("run_id").loc[student]
+    assert row["arm"] == "distill-0.5" and row["seed"] == 0
+    assert RunDir(out, student).read_meta()["config"]["teacher"] == str(path)
+    table = levers.lever_table(out, formed=False).set_index("arm")
+    paired = row["dev_accuracy"] - runs[(runs["arm"] == "plain") & (runs["seed"] == 0)]["dev_accuracy"].item()
+    assert table.loc["distill-0.5", "minus_plain"] == pytest.approx(paired)
+
+
 def test_levers_command_line(study, capsys, tmp_path):
     import json
 

@@ -22,6 +22,11 @@ class Criterion:
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def soft_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The same loss against soft targets: `targets` is P(positive) per example (a teacher's, when distilling);
+        at targets 0 and 1 it is `loss` with those labels."""
+        raise NotImplementedError
+
     def positive_probability(self, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -40,6 +45,10 @@ class CrossEntropyCriterion(Criterion):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels.long())
 
+    def soft_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        p = targets.float()
+        return F.cross_entropy(logits.float(), torch.stack([1 - p, p], dim=-1))
+
     def positive_probability(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.float(), dim=-1)[:, 1]
 
@@ -50,6 +59,9 @@ class BinaryCrossEntropyCriterion(Criterion):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits.float().squeeze(-1), labels.float())
+
+    def soft_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float().squeeze(-1), targets.float())
 
     def positive_probability(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits.float().squeeze(-1))

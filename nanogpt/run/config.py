@@ -25,7 +25,8 @@ HEAD_INITS = ("independent", "paired")
 IDENTITY_NEUTRAL = {"head_init": "independent", "head_lr_scale": 1.0, "head_weight_decay_scale": 1.0,
                     "backbone_lr_scale": 1.0, "reading": "truncated", "window_stride": None, "epochs": None,
                     "evals_per_epoch": 4, "dev_fraction": 0.0, "early_stopping": 0, "keep_best": False,
-                    "adversarial": "none", "adversarial_epsilon": 0.03, "adversarial_weight": 1.0}
+                    "adversarial": "none", "adversarial_epsilon": 0.03, "adversarial_weight": 1.0,
+                    "teacher": "", "distill_weight": 0.5}
 # How a training review longer than the block is cut: the tokenizer's truncations, or a window at a random offset
 # drawn anew each time the review is drawn (whole reviews in memory; only with reading="windows").
 TRAIN_CUTS = TRUNCATIONS + ("random_window",)
@@ -105,6 +106,11 @@ class TrainConfig:
     adversarial: str = "none"
     adversarial_epsilon: float = 0.03
     adversarial_weight: float = 1.0
+    # Distillation (run/distill.py): a teacher file of P(positive) for every training review (an ensemble's, formed
+    # by `python -m nanogpt levers`); the loss is (1 - distill_weight) x the labels' + distill_weight x the
+    # teacher's. "" trains on the labels alone. The run id names the teacher by its content.
+    teacher: str = ""
+    distill_weight: float = 0.5
     # --- evaluation and logging
     eval_interval: int = 200  # steps between validation passes (and one at the end)
     eval_batch_size: int = 64  # CPU, cpu profile model: 1,246 reviews/s at 64 against 1,016 at 128
@@ -182,6 +188,10 @@ class TrainConfig:
         need(self.adversarial_epsilon > 0 and self.adversarial_weight >= 0,
              f"adversarial_epsilon must be > 0 and adversarial_weight >= 0, got {self.adversarial_epsilon} and "
              f"{self.adversarial_weight}.")
+        need(isinstance(self.teacher, str), f"teacher must be a path to a teacher file or '', got {self.teacher!r}.")
+        need(0 < self.distill_weight <= 1, f"distill_weight must be in (0, 1], got {self.distill_weight}.")
+        need(not (self.teacher and self.adversarial != "none"),
+             "distillation and adversarial training are not combined: set teacher or adversarial, not both.")
         need(self.dev_fraction > 0 or not (self.keep_best or self.early_stopping),
              "keep_best and early_stopping choose on the development slice: give it with --set dev_fraction=0.1.")
         self.model_config(n_outputs=1)  # checks head/embedding divisibility, dropout ranges
@@ -202,6 +212,15 @@ class TrainConfig:
         core["source"] = data_identity(self.source)
         if self.init.startswith("lm:"):  # the backbone by content, not by where it lies
             core["init"] = "lm:" + self.backbone_sha256()
+        if not self.teacher:  # no teacher: its weight computes nothing
+            core.pop("distill_weight", None)
+        else:  # the teacher by content too
+            from nanogpt.core.artifacts import file_sha256
+
+            if not Path(self.teacher).is_file():
+                raise FileNotFoundError(f"teacher {self.teacher!r}: no such file. Fix: form it with `python -m "
+                                        "nanogpt levers` (a distill arm) or give the path of one.")
+            core["teacher"] = file_sha256(self.teacher)
         return core
 
     def population(self) -> tuple[str, str]:

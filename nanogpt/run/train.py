@@ -36,6 +36,7 @@ from nanogpt.run.checkpoints import (
     save_torch_atomic,
 )
 from nanogpt.run.config import RUN_LOCAL_FIELDS, RunResult, TrainConfig
+from nanogpt.run.distill import distilled_objective, load_teacher
 from nanogpt.run.evaluate import evaluate
 from nanogpt.run.predictions import archive_finished_run
 from nanogpt.run.progress import progress
@@ -148,6 +149,7 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
     if cfg.dev_fraction:  # carved from the training part: the validation part never chooses anything
         train_split, dev_split = carve_dev(train_split, cfg.dev_fraction, cfg.split_seed, f"{cfg.source} training part")
     check_batch_fits(len(train_split), cfg)
+    teacher = torch.from_numpy(load_teacher(cfg.teacher, train_split)) if cfg.teacher else None
     recorded, cfg = cfg, scheduled(cfg, len(train_split))  # the loop runs the schedule; the row records the config
     selection = DevSelection(patience=cfg.early_stopping, keep_best=cfg.keep_best)
 
@@ -203,12 +205,12 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
     batch_lengths = np.minimum(train_split.lengths, cfg.block_size) if windowed else train_split.lengths
     batches = infinite_batches(batch_lengths, cfg.batch_size, cfg.seed, skip=start_step)
 
-    def next_batch(step: int) -> tuple[torch.Tensor, ...]:
+    def next_batch(step: int) -> tuple[np.ndarray, tuple[torch.Tensor, ...]]:
         idx = next(batches)
         if windowed:  # offsets drawn from (seed, step): a resumed run cuts what an uninterrupted one cuts
             part = random_windows(train_split, idx, cfg.block_size, np.random.default_rng([cfg.seed, step, 1]))
-            return collate(part, np.arange(len(idx)), cfg.pad_multiple)
-        return collate(train_split, idx, cfg.pad_multiple)
+            return idx, collate(part, np.arange(len(idx)), cfg.pad_multiple)
+        return idx, collate(train_split, idx, cfg.pad_multiple)
 
     checkpoint_every = cfg.checkpoint_interval or cfg.eval_interval
     probs, val_loss = None, float("nan")
@@ -224,11 +226,14 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
         lr = learning_rate_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        x, lengths, y = (t.to(device, non_blocking=True) for t in next_batch(step))
+        idx, batch = next_batch(step)
+        x, lengths, y = (t.to(device, non_blocking=True) for t in batch)
         if cfg.adversarial == "none":
             with autocast(device, precision):
                 logits = model(x, lengths)
-            loss = objective = criterion.loss(logits, y)
+            loss = objective = criterion.loss(logits, y)  # the labels' loss: the curve's, whatever the objective
+            if teacher is not None:
+                objective = distilled_objective(criterion, logits, loss, teacher[idx].to(device), cfg.distill_weight)
         else:  # the uncompiled module: the perturbation needs the embeddings' gradient
             with autocast(device, precision):
                 loss, objective = adversarial_objective(raw_model, criterion, cfg.adversarial, x, lengths, y,

@@ -11,6 +11,10 @@ fixed schedule (`last_dev_accuracy`): nothing is chosen inside a run.
 Arms:
 - `plain`: the recipe as it is.
 - `at-<eps>` / `vat-<eps>`: adversarial / virtual adversarial training (run/adversarial.py) with that epsilon.
+- `distill-<w>`: distillation (run/distill.py): the recipe trained on (1 - w) x the labels' loss + w x the loss
+  against a teacher's probabilities over the training texts; the teacher is the ensemble of the `plain` runs of
+  the teacher seeds (0, 1, 2 by default), formed once and named by their run ids. A student of seed s shares its
+  initial weights and batch order with plain seed s, so the pair differs in its targets only.
 - `soup` (formed, not trained): the uniform average of the weights of the `plain` runs of all seeds (Wortsman et
   al. 2022, "Model soups": fine-tunes from one backbone averaged into one model of the same cost).
 - `ensemble` (formed, not a single model): the mean of the `plain` runs' probabilities, the ceiling a distilled
@@ -34,39 +38,81 @@ from nanogpt.run.results import read_results, runs_csv
 
 BASE = {"backbone_lr_scale": 0.25, "dev_fraction": 0.1, "eval_interval": 600, "val_limit": 256,
         "precision": "fp32"}
+TEACHER_SEEDS = (0, 1, 2)
 
 
 def parse_arm(arm: str) -> dict:
-    """The TrainConfig overrides of a trained arm: 'plain', 'at-0.01', 'vat-0.003'..."""
+    """The TrainConfig overrides of a trained arm: 'plain', 'at-0.01', 'vat-0.003', 'distill-0.5'... (a distill
+    arm's teacher file is added by `lever_config`)."""
     if arm == "plain":
         return {}
-    kind, _, eps = arm.partition("-")
+    kind, _, value = arm.partition("-")
     try:
-        epsilon = float(eps)
+        number = float(value)
     except ValueError:
-        epsilon = math.nan
-    if kind not in ("at", "vat") or not epsilon > 0:
-        raise ValueError(f"Unknown lever arm {arm!r}; use plain, at-<epsilon> or vat-<epsilon> (e.g. at-0.01).")
-    return {"adversarial": kind, "adversarial_epsilon": epsilon}
+        number = math.nan
+    if kind == "distill" and 0 < number <= 1:
+        return {"distill_weight": number}
+    if kind not in ("at", "vat") or not number > 0:
+        raise ValueError(f"Unknown lever arm {arm!r}; use plain, at-<epsilon>, vat-<epsilon> (e.g. at-0.01) or "
+                         "distill-<weight in (0, 1]> (e.g. distill-0.5).")
+    return {"adversarial": kind, "adversarial_epsilon": number}
 
 
-def lever_config(arm: str, seed: int, backbone: str | Path, out_dir: str | Path, loss: str = "ce", **changes):
-    """The TrainConfig of one lever run."""
+def lever_config(arm: str, seed: int, backbone: str | Path, out_dir: str | Path, loss: str = "ce",
+                 teacher_seeds=TEACHER_SEEDS, **changes):
+    """The TrainConfig of one lever run (a distill arm reads the teacher of `teacher_seeds`' plain runs)."""
+    overrides = parse_arm(arm)
+    if "distill_weight" in overrides:
+        overrides["teacher"] = str(teacher_path(backbone, out_dir, loss, teacher_seeds, **changes))
     return get_profile("ft").make_config(loss, seed, init=f"lm:{backbone}", out_dir=str(out_dir),
-                                         **{**BASE, **parse_arm(arm), **changes})
+                                         **{**BASE, **overrides, **changes})
+
+
+def teacher_path(backbone: str | Path, out_dir: str | Path, loss: str = "ce", teacher_seeds=TEACHER_SEEDS,
+                 **changes) -> Path:
+    """Where the ensemble teacher of the plain runs of `teacher_seeds` lies: named by those runs' ids."""
+    from nanogpt.core.artifacts import stable_digest
+
+    ids = sorted(lever_config("plain", s, backbone, out_dir, loss, **changes).run_id() for s in teacher_seeds)
+    seeds = ",".join(str(s) for s in sorted(teacher_seeds))
+    return Path(out_dir) / "teachers" / f"plain-{loss}-seeds{seeds}-{stable_digest(ids, 8)}.npz"
+
+
+def form_teacher(backbone: str | Path, out_dir: str | Path, loss: str = "ce", teacher_seeds=TEACHER_SEEDS,
+                 quiet: bool = False, **changes) -> Path:
+    """The teacher file of `teacher_seeds`' plain runs: trained first where unfinished, then their probabilities
+    over the training part averaged (run/distill.ensemble_teacher); an existing teacher file is reused."""
+    from nanogpt.run.distill import ensemble_teacher
+    from nanogpt.run.rundir import RunDir
+
+    path = teacher_path(backbone, out_dir, loss, teacher_seeds, **changes)
+    if path.is_file():
+        return path
+    ids = run_levers(backbone, ["plain"], list(teacher_seeds), out_dir, loss, quiet=quiet, **changes)
+    dirs = [RunDir(out_dir, run_id).path for run_id in ids]
+    missing = [str(d) for d in dirs if not (d / "model.pt").is_file()]
+    if missing:
+        raise FileNotFoundError(f"the teacher needs the weights of its plain runs; {', '.join(missing)} kept none "
+                                "(--set keep=none?). Fix: delete those run folders and run again.")
+    if not quiet:
+        print(f"teacher: the ensemble of plain seeds {list(teacher_seeds)} over the training texts -> {path}")
+    return ensemble_teacher(dirs, path)
 
 
 def run_levers(backbone: str | Path, arms: list[str], seeds: list[int], out_dir: str | Path, loss: str = "ce",
-               quiet: bool = False, **changes) -> list[str]:
+               quiet: bool = False, teacher_seeds=TEACHER_SEEDS, **changes) -> list[str]:
     """Train every (arm, seed) that is not finished in `out_dir` (a finished one is found and left alone, an
-    interrupted one resumes); returns the run ids, trained or found."""
+    interrupted one resumes); returns the run ids, trained or found. Distill arms first form their teacher."""
     from nanogpt.run.rundir import RunDir
     from nanogpt.run.train import train
 
+    if any("distill_weight" in parse_arm(arm) for arm in arms):
+        form_teacher(backbone, out_dir, loss, teacher_seeds, quiet=quiet, **changes)
     run_ids = []
     for seed in seeds:  # seed-major: an early stop still leaves complete pairs
         for arm in arms:
-            cfg = lever_config(arm, seed, backbone, out_dir, loss, quiet=quiet, **changes)
+            cfg = lever_config(arm, seed, backbone, out_dir, loss, teacher_seeds, quiet=quiet, **changes)
             run_id = cfg.run_id()
             if RunDir(out_dir, run_id).finished_row() is None:
                 train(cfg, resume=True)
@@ -77,6 +123,8 @@ def run_levers(backbone: str | Path, arms: list[str], seeds: list[int], out_dir:
 
 
 def arm_of(config: dict) -> str:
+    if config.get("teacher"):
+        return f"distill-{config.get('distill_weight', 0.5):g}"
     kind = config.get("adversarial", "none")
     return "plain" if kind == "none" else f"{kind}-{config['adversarial_epsilon']:g}"
 
@@ -186,11 +234,11 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 def study(backbone: str | Path, arms: list[str], seeds: list[int], out_dir: str | Path, loss: str = "ce",
-          quiet: bool = False, **changes) -> str:
+          quiet: bool = False, teacher_seeds=TEACHER_SEEDS, **changes) -> str:
     """`python -m nanogpt levers`: train what is unfinished, write `<out_dir>/levers.json`, return the table."""
     from nanogpt.core.artifacts import write_report_json
 
-    run_levers(backbone, arms, seeds, out_dir, loss, quiet=quiet, **changes)
+    run_levers(backbone, arms, seeds, out_dir, loss, quiet=quiet, teacher_seeds=teacher_seeds, **changes)
     table = lever_table(out_dir)
     write_report_json(Path(out_dir) / "levers.json", {"backbone": str(backbone), "loss": loss,
                                                       "rows": table.to_dict(orient="records")})
