@@ -43,6 +43,20 @@ def test_ce_and_bce_soft_losses_are_one_function_of_the_logits():
     assert torch.allclose(mixed, 0.75 * label_loss + 0.25 * ce)
 
 
+def test_a_temperature_softens_both_sides_of_the_teachers_term():
+    """Hinton et al.: at T the teacher's log-odds and the student's logits are divided by T, the term times T^2."""
+    p = torch.tensor([0.01, 0.5, 0.9, 0.999])
+    assert torch.equal(distill.softened(p, 1.0), p)
+    log_odds = torch.log(p / (1 - p))
+    np.testing.assert_allclose(torch.logit(distill.softened(p, 2.0)), log_odds / 2, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(2)
+    logits, label_loss = torch.randn(4, 1), torch.tensor(0.7)
+    bce = get_criterion("bce")
+    expected = 0.5 * label_loss + 0.5 * 9 * torch.nn.functional.binary_cross_entropy_with_logits(
+        logits.squeeze(-1) / 3, torch.sigmoid(log_odds / 3))
+    assert torch.allclose(distill.distilled_objective(bce, logits, label_loss, p, 0.5, 3.0), expected, atol=1e-5)
+
+
 def test_a_teacher_file_round_trips_and_refuses_what_it_did_not_score(tmp_path):
     split, probs = _split(), np.array([0.1, 0.9, 0.5, 0.0, 1.0, 0.3], dtype=np.float32)
     path = distill.write_teacher(tmp_path / "t.npz", probs, split, ["run-a", "run-b"])
@@ -107,10 +121,12 @@ def test_the_teacher_is_part_of_the_run_and_checked_before_training(tmp_path):
     first = student.run_id()
     _teacher_for(cfg, lambda s: np.full(len(s), 0.6, np.float32), path)  # same path, other content
     assert student.run_id() != first and cfg.run_id() not in (first, student.run_id())
-    assert cfg.replace(distill_weight=0.9).run_id() == cfg.run_id()  # no teacher: the weight means nothing
+    assert cfg.replace(distill_weight=0.9, distill_temperature=2.0).run_id() == cfg.run_id()  # no teacher: nothing
+    assert student.replace(distill_temperature=2.0).run_id() != student.run_id()
     with pytest.raises(FileNotFoundError, match="no such file"):
         cfg.replace(teacher=str(tmp_path / "none.npz")).run_id()
     for bad, message in ((dict(distill_weight=0.0), "distill_weight"), (dict(distill_weight=1.5), "distill_weight"),
+                         (dict(distill_temperature=0.5), "distill_temperature"),
                          (dict(adversarial="at"), "not combined")):
         with pytest.raises(ValueError, match=message):
             student.replace(**bad).validate()

@@ -100,7 +100,9 @@ def test_a_distill_arm_learns_from_the_ensemble_of_the_plain_runs(study, tmp_pat
     out = tmp_path / "levers"
     shutil.copytree(fixture_out, out)  # the plain runs of seeds 0 and 1, found finished there
     assert levers.parse_arm("distill-0.5") == {"distill_weight": 0.5}
-    for bad in ("distill-0", "distill-1.5", "distill"):
+    assert levers.parse_arm("distill-1-t2") == {"distill_weight": 1.0, "distill_temperature": 2.0}
+    assert levers.arm_of({"teacher": "t.npz", "distill_weight": 1.0, "distill_temperature": 2.0}) == "distill-1-t2"
+    for bad in ("distill-0", "distill-1.5", "distill", "distill-1-t0.5", "at-0.01-t2"):
         with pytest.raises(ValueError, match="Unknown lever arm"):
             levers.parse_arm(bad)
     (student,) = levers.run_levers(backbone.path, ["distill-0.5"], [0], out, teacher_seeds=(0, 1), **TINY)

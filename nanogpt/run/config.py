@@ -26,7 +26,7 @@ IDENTITY_NEUTRAL = {"head_init": "independent", "head_lr_scale": 1.0, "head_weig
                     "backbone_lr_scale": 1.0, "reading": "truncated", "window_stride": None, "epochs": None,
                     "evals_per_epoch": 4, "dev_fraction": 0.0, "early_stopping": 0, "keep_best": False,
                     "adversarial": "none", "adversarial_epsilon": 0.03, "adversarial_weight": 1.0,
-                    "teacher": "", "distill_weight": 0.5}
+                    "teacher": "", "distill_weight": 0.5, "distill_temperature": 1.0}
 # How a training review longer than the block is cut: the tokenizer's truncations, or a window at a random offset
 # drawn anew each time the review is drawn (whole reviews in memory; only with reading="windows").
 TRAIN_CUTS = TRUNCATIONS + ("random_window",)
@@ -111,6 +111,7 @@ class TrainConfig:
     # teacher's. "" trains on the labels alone. The run id names the teacher by its content.
     teacher: str = ""
     distill_weight: float = 0.5
+    distill_temperature: float = 1.0  # > 1 softens the teacher's and the student's log-odds in the teacher's term
     # --- evaluation and logging
     eval_interval: int = 200  # steps between validation passes (and one at the end)
     eval_batch_size: int = 64  # CPU, cpu profile model: 1,246 reviews/s at 64 against 1,016 at 128
@@ -190,6 +191,7 @@ class TrainConfig:
              f"{self.adversarial_weight}.")
         need(isinstance(self.teacher, str), f"teacher must be a path to a teacher file or '', got {self.teacher!r}.")
         need(0 < self.distill_weight <= 1, f"distill_weight must be in (0, 1], got {self.distill_weight}.")
+        need(self.distill_temperature >= 1, f"distill_temperature must be >= 1, got {self.distill_temperature}.")
         need(not (self.teacher and self.adversarial != "none"),
              "distillation and adversarial training are not combined: set teacher or adversarial, not both.")
         need(self.dev_fraction > 0 or not (self.keep_best or self.early_stopping),
@@ -212,8 +214,9 @@ class TrainConfig:
         core["source"] = data_identity(self.source)
         if self.init.startswith("lm:"):  # the backbone by content, not by where it lies
             core["init"] = "lm:" + self.backbone_sha256()
-        if not self.teacher:  # no teacher: its weight computes nothing
+        if not self.teacher:  # no teacher: its weight and temperature compute nothing
             core.pop("distill_weight", None)
+            core.pop("distill_temperature", None)
         else:  # the teacher by content too
             from nanogpt.core.artifacts import file_sha256
 

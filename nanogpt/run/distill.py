@@ -13,6 +13,9 @@ training texts only; the validation split's reviews never enter it. The student'
     (1 - w) * loss(logits, labels) + w * loss(logits, teacher's P(positive))
 
 with the run's own criterion (CE against [1 - p, p], or BCE against p: `Criterion.soft_loss`), w = `distill_weight`.
+At a temperature T > 1 (`distill_temperature`, Hinton et al.'s softening) the teacher's log-odds and the student's
+logits are divided by T in the second term, which is multiplied by T^2 so that its gradient keeps its size; the
+student still answers at T = 1.
 """
 from __future__ import annotations
 
@@ -82,11 +85,20 @@ def load_teacher(path: str | Path, split) -> np.ndarray:
     return probabilities
 
 
+def softened(probabilities: torch.Tensor, temperature: float) -> torch.Tensor:
+    """P(positive) with its log-odds divided by `temperature` (1: unchanged)."""
+    if temperature == 1.0:
+        return probabilities
+    p = probabilities.double().clamp(1e-12, 1 - 1e-12)
+    return torch.sigmoid(torch.log(p / (1 - p)) / temperature).to(probabilities.dtype)
+
+
 def distilled_objective(criterion, logits: torch.Tensor, label_loss: torch.Tensor, targets: torch.Tensor,
-                        weight: float) -> torch.Tensor:
-    """(1 - weight) x the labels' loss (given: the loop logs it) + weight x the loss against the teacher's
-    probabilities `targets`."""
-    return (1.0 - weight) * label_loss + weight * criterion.soft_loss(logits, targets)
+                        weight: float, temperature: float = 1.0) -> torch.Tensor:
+    """(1 - weight) x the labels' loss (given: the loop logs it) + weight x T^2 x the loss of the logits / T
+    against the teacher's probabilities `targets` softened at T."""
+    soft = criterion.soft_loss(logits / temperature, softened(targets, temperature)) * temperature ** 2
+    return (1.0 - weight) * label_loss + weight * soft
 
 
 def ensemble_teacher(run_dirs: list[Path], path: str | Path) -> Path:

@@ -233,7 +233,8 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
                 logits = model(x, lengths)
             loss = objective = criterion.loss(logits, y)  # the labels' loss: the curve's, whatever the objective
             if teacher is not None:
-                objective = distilled_objective(criterion, logits, loss, teacher[idx].to(device), cfg.distill_weight)
+                objective = distilled_objective(criterion, logits, loss, teacher[idx].to(device), cfg.distill_weight,
+                                                cfg.distill_temperature)
         else:  # the uncompiled module: the perturbation needs the embeddings' gradient
             with autocast(device, precision):
                 loss, objective = adversarial_objective(raw_model, criterion, cfg.adversarial, x, lengths, y,

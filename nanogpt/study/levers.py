@@ -11,8 +11,8 @@ fixed schedule (`last_dev_accuracy`): nothing is chosen inside a run.
 Arms:
 - `plain`: the recipe as it is.
 - `at-<eps>` / `vat-<eps>`: adversarial / virtual adversarial training (run/adversarial.py) with that epsilon.
-- `distill-<w>`: distillation (run/distill.py): the recipe trained on (1 - w) x the labels' loss + w x the loss
-  against a teacher's probabilities over the training texts; the teacher is the ensemble of the `plain` runs of
+- `distill-<w>` / `distill-<w>-t<T>`: distillation (run/distill.py): the recipe trained on (1 - w) x the labels' loss + w x the loss
+  against a teacher's probabilities over the training texts (softened at temperature T); the teacher is the ensemble of the `plain` runs of
   the teacher seeds (0, 1, 2 by default), formed once and named by their run ids. A student of seed s shares its
   initial weights and batch order with plain seed s, so the pair differs in its targets only.
 - `soup` (formed, not trained): the uniform average of the weights of the `plain` runs of all seeds (Wortsman et
@@ -47,15 +47,16 @@ def parse_arm(arm: str) -> dict:
     if arm == "plain":
         return {}
     kind, _, value = arm.partition("-")
+    value, _, temperature = value.partition("-t")
     try:
-        number = float(value)
+        number, temperature = float(value), float(temperature or 1)
     except ValueError:
         number = math.nan
-    if kind == "distill" and 0 < number <= 1:
-        return {"distill_weight": number}
-    if kind not in ("at", "vat") or not number > 0:
+    if kind == "distill" and 0 < number <= 1 and temperature >= 1:
+        return {"distill_weight": number, **({"distill_temperature": temperature} if temperature != 1 else {})}
+    if kind not in ("at", "vat") or not number > 0 or temperature != 1:
         raise ValueError(f"Unknown lever arm {arm!r}; use plain, at-<epsilon>, vat-<epsilon> (e.g. at-0.01) or "
-                         "distill-<weight in (0, 1]> (e.g. distill-0.5).")
+                         "distill-<weight in (0, 1]>[-t<temperature >= 1>] (e.g. distill-0.5, distill-1-t2).")
     return {"adversarial": kind, "adversarial_epsilon": number}
 
 
@@ -124,7 +125,8 @@ def run_levers(backbone: str | Path, arms: list[str], seeds: list[int], out_dir:
 
 def arm_of(config: dict) -> str:
     if config.get("teacher"):
-        return f"distill-{config.get('distill_weight', 0.5):g}"
+        temperature = config.get("distill_temperature", 1.0)
+        return f"distill-{config.get('distill_weight', 0.5):g}" + (f"-t{temperature:g}" if temperature != 1 else "")
     kind = config.get("adversarial", "none")
     return "plain" if kind == "none" else f"{kind}-{config['adversarial_epsilon']:g}"
 
