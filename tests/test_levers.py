@@ -143,3 +143,32 @@ def test_levers_command_line(study, capsys, tmp_path):
     assert "Unknown lever arm" in capsys.readouterr().err
     assert main(["levers", "--backbone", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "runs.csv").exists()  # nothing trained on a bad command line
+
+
+@pytest.mark.parametrize("folder", ["results/levers", "results/levers-distill"])
+def test_the_committed_lever_tables_follow_from_their_rows(folder):
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / folder
+    committed = {r["arm"]: r for r in json.loads((root / "levers.json").read_text())["rows"]}
+    table = levers.lever_table(root, formed=False)  # the trained arms: the soup and ensemble need the weights
+    assert len(table) >= 2
+    for row in table.to_dict(orient="records"):
+        kept = committed[row["arm"]]
+        assert (kept["runs"], kept["seeds"]) == (row["runs"], row["seeds"])
+        for key in ("dev_accuracy", "minus_plain", "se"):
+            assert kept[key] == pytest.approx(row[key], nan_ok=True, abs=1e-12), (row["arm"], key)
+
+
+def test_the_rebuilt_backbone_gave_the_committed_plain_runs_to_the_bit():
+    """results/levers-distill trained its plain runs again from a backbone rebuilt from the same recipe (other file
+    bytes: the file records its training minutes, so other run ids): every plain seed's development accuracy is
+    the committed one."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    first, again = (levers.lever_runs(root / f) for f in ("levers", "levers-distill"))
+    first, again = (r[r["arm"] == "plain"].set_index("seed")["dev_accuracy"] for r in (first, again))
+    assert list(again.index) == [0, 1, 2]
+    assert again.to_dict() == first[again.index].to_dict()
