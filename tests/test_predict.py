@@ -223,6 +223,52 @@ def test_predictions_are_computed_from_the_checkpoint_when_nothing_else_holds_th
     assert load_val_predictions(out, result.run_id)["label"].tolist() == reference["label"].tolist()
 
 
+def _computed_again(run_dir, results, run_id, edit=None):
+    """`load_val_predictions` of a copy of the run folder that holds only its checkpoint (edited by `edit`)."""
+    import shutil
+
+    from nanogpt.run.predictions import load_val_predictions
+    from nanogpt.run.rundir import RunDir
+
+    folder = RunDir(results, run_id).path
+    shutil.copytree(run_dir, folder)
+    (folder / "val_predictions.csv").unlink()
+    if edit is not None:
+        ckpt = torch.load(folder / "model.pt", weights_only=True)
+        edit(ckpt)
+        torch.save(ckpt, folder / "model.pt")
+    return load_val_predictions(results, run_id)
+
+
+def test_a_windows_run_and_an_older_checkpoint_are_computed_as_they_were_scored(learnt_run, tmp_path):
+    """The computed branch reads the checkpoint's own reading and stride (a windows run: whole reviews, windows
+    16 tokens apart), and a checkpoint written before `reading`, `train_limit`, `attention` and `window_stride`
+    were recorded falls back to what those runs did (one truncated block, the whole split, the default kernel).
+    (Its precision stays: "auto" would be bf16 on a CPU with AMX and move the probabilities.)"""
+    import numpy as np
+    import pandas as pd
+
+    from nanogpt.run.train import train
+
+    cfg, result = learnt_run
+    windows = train(cfg.replace(out_dir=str(tmp_path / "w"), reading="windows", truncation="random_window",
+                                window_stride=16, max_steps=30, eval_interval=30))
+    reference = pd.read_csv(windows.run_dir / "val_predictions.csv")
+    got = _computed_again(windows.run_dir, tmp_path / "again", windows.run_id)
+    np.testing.assert_allclose(got["positive_probability"], reference["positive_probability"], atol=1e-6)
+    default_stride = _computed_again(windows.run_dir, tmp_path / "half", windows.run_id,
+                                     lambda c: c["train_config"].update(window_stride=None))
+    assert np.abs(default_stride["positive_probability"] - reference["positive_probability"]).max() > 1e-4
+
+    def older(ckpt):
+        for key in ("reading", "train_limit", "attention", "window_stride"):
+            ckpt["train_config"].pop(key)
+
+    reference = pd.read_csv(result.run_dir / "val_predictions.csv")
+    got = _computed_again(result.run_dir, tmp_path / "older", result.run_id, older)
+    np.testing.assert_allclose(got["positive_probability"], reference["positive_probability"], atol=1e-6)
+
+
 def test_the_classifier_records_how_it_reads_and_refuses_what_it_cannot(clf):
     device = torch.device("cpu")
 
