@@ -53,6 +53,18 @@ def test_long_review_is_truncated_like_training(clf):
     assert len(clf.tokenize(long).ids(0)) == clf.model.config.block_size
 
 
+def test_a_long_review_keeps_the_checkpoints_head_fraction(clf):
+    """head_tail keeps the head's share the run trained with (here 0.5, not the default 0.25)."""
+    from nanogpt.data.tokens import tokenize_texts
+
+    text = " ".join(f"word{i}" for i in range(400))
+    half = Classifier(clf.model, clf.criterion, "head_tail", 0.5, torch.device("cpu"), "fp32")
+    block = clf.model.config.block_size
+    expected = tokenize_texts([text], None, block, "head_tail", 0.5).ids(0)
+    np.testing.assert_array_equal(half.tokenize(text).ids(0), expected)
+    assert not np.array_equal(expected, tokenize_texts([text], None, block, "head_tail", 0.25).ids(0))
+
+
 @pytest.mark.parametrize("bad, err, match", [
     ("", ValueError, "empty"), ("   \n\t", ValueError, "empty"), (None, TypeError, "NoneType"),
     (42, TypeError, "int"), (["fine", 3], TypeError, "Review 1 is a int"), (["fine", ""], ValueError, "Review 1"),
@@ -127,8 +139,8 @@ def test_checkpoint_of_other_shape_or_loss(tmp_path, tiny_run):
     ckpt = torch.load(tiny_run["ce"].checkpoint, weights_only=True)
     ckpt["loss"] = "bce"  # a CE model (2 outputs) labelled as BCE
     torch.save(ckpt, tmp_path / "mislabelled.pt")
-    with pytest.raises(CheckpointError, match="needs 1 outputs but the model has 2"):
-        Classifier.load(tmp_path / "mislabelled.pt")
+    with pytest.raises(CheckpointError, match="mislabelled.pt: loss 'bce' needs 1 outputs but the model has 2"):
+        Classifier.load(tmp_path / "mislabelled.pt")  # the message names the file
     ckpt = torch.load(tiny_run["ce"].checkpoint, weights_only=True)
     ckpt["model_config"]["n_embd"] = 64
     torch.save(ckpt, tmp_path / "reshaped.pt")
