@@ -30,6 +30,9 @@ def test_outputs_of_a_run(tiny_run):
     assert history["step"].tolist() == [6, 12]
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["config"]["loss"] == "ce" and meta["environment"]["torch_version"] == torch.__version__
+    assert meta["schedule"] == {"max_steps": 12, "eval_interval": 6, "warmup_steps": 3, "epochs": None,
+                                "steps_run": 12}
+    assert result.run_id == run_dir.name == TrainConfig(**meta["config"]).run_id()
     runs = pd.read_csv(run_dir.parent.parent / "runs.csv")
     assert set(RUNS_COLUMNS) <= set(runs.columns)  # every field a row promises (more may follow)
     assert sorted(runs["loss"]) == ["bce", "ce"]
@@ -39,6 +42,21 @@ def test_outputs_of_a_run(tiny_run):
     assert json.loads(row["config"])["n_embd"] == 32
     # the reported accuracy is the one at the end of the schedule, not the best along the way
     assert history["val_accuracy"].iloc[-1] == pytest.approx(result.val_accuracy)
+
+
+def test_each_group_learns_at_its_scale_of_the_schedule_and_the_last_dev_score_is_kept(tmp_path):
+    """The loop sets every optimizer group's rate to the schedule x its lr_scale (a head at twice the rate, the
+    backbone at a quarter), and the row's last_dev_accuracy is the development score of the last pass."""
+    cfg = tiny_config(tmp_path, head_lr_scale=2.0, backbone_lr_scale=0.25, dev_fraction=0.1, keep="all")
+    result = train(cfg)
+    state = torch.load(result.run_dir / "state.pt", weights_only=True)  # kept by keep="all": saved at step 6
+    assert state["step"] == 6
+    scales = sorted(g["lr_scale"] for g in state["optimizer_state"]["param_groups"])
+    assert scales == [0.25, 0.25, 2.0, 2.0]
+    for group in state["optimizer_state"]["param_groups"]:
+        assert group["lr"] == pytest.approx(learning_rate_at(5, cfg) * group["lr_scale"])
+    dev = result.history["dev_accuracy"].dropna()
+    assert len(dev) == 2 and result.row["last_dev_accuracy"] == dev.iloc[-1]
 
 
 def test_bce_run_has_one_output(tiny_run):
