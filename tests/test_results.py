@@ -135,3 +135,39 @@ def test_study_checkpoints_offer_runs_with_weights_best_first(tmp_path):
     assert [label for label, _ in cpu["ce"]] == ["seed 1: 86.00% val", "seed 0: 81.00% val"]
     assert R.study_checkpoints(tmp_path, profile="paper") == {}
     assert R.study_checkpoints(tmp_path / "nothing") == {}
+
+
+def test_a_population_without_one_of_the_losses_cannot_compare_even_at_one_run_per_loss():
+    runs = _runs([("cpu", "bf16", "ce", 5), ("cpu", "fp32", "ce", 1), ("cpu", "fp32", "bce", 1)])
+    chosen, note = R.one_population(runs, min_per_loss=1)  # bf16 is larger but has no BCE run at all
+    assert set(chosen["precision"]) == {"fp32"} and len(chosen) == 2
+    assert note.endswith("left out, as a separate population: 5 run(s) on cpu/bf16.")
+
+
+def test_sync_adds_the_rows_of_folders_the_index_lacks_and_keeps_the_others(tmp_path):
+    """A process killed between the folder's meta.json and the index write: the run joins the index, and the rows
+    already there (including runs whose weights and folders were never kept) stay."""
+    def row(run_id, acc):
+        return {"run_id": run_id, "status": "ok", "loss": "ce", "seed": 0, "val_accuracy": acc,
+                "device": "cpu", "precision": "fp32"}
+
+    R.upsert_result_row(R.runs_csv(tmp_path), row("test-ce-seed0-aaaaaaaa", 0.8))  # indexed, no folder
+    RunDir(tmp_path, "test-ce-seed1-bbbbbbbb").write_meta(row("test-ce-seed1-bbbbbbbb", 0.9))  # folder only
+    merged = R.sync_index(tmp_path, verbose=False)
+    assert sorted(merged["run_id"]) == ["test-ce-seed0-aaaaaaaa", "test-ce-seed1-bbbbbbbb"]
+    assert sorted(R.read_results(R.runs_csv(tmp_path))["run_id"]) == sorted(merged["run_id"])
+
+
+def test_a_failed_row_has_every_column_of_a_finished_one_and_no_weights(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from conftest import tiny_config
+
+    cfg = tiny_config(tmp_path)
+    failed = R.result_row(cfg, "test-ce-seed0-cccccccc", 512, 256, "cpu", "fp32", "failed", error="loss became nan")
+    ok = R.result_row(cfg, "test-ce-seed0-cccccccc", 512, 256, "cpu", "fp32", "ok", val_accuracy=0.8,
+                      model_sha256="ab" * 32)
+    assert list(failed) == list(ok)
+    assert failed["model_sha256"] == "" and pd.isna(failed["val_accuracy"]) and pd.isna(failed["val_loss"])
+    assert failed["config"] == ok["config"] == json.dumps(asdict(cfg), sort_keys=True)  # canonical: keys sorted
