@@ -268,6 +268,10 @@ def test_a_windows_run_and_an_older_checkpoint_are_computed_as_they_were_scored(
     reference = pd.read_csv(windows.run_dir / "val_predictions.csv")
     got = _computed_again(windows.run_dir, tmp_path / "again", windows.run_id)
     np.testing.assert_allclose(got["positive_probability"], reference["positive_probability"], atol=1e-6)
+    from nanogpt.data.imdb import load_imdb  # the classifier reads the run's windows too, review by review
+
+    served = Classifier.load(windows.checkpoint, precision="fp32").predict(load_imdb(cfg.source)["validation"]["text"])
+    np.testing.assert_allclose(served.probabilities, reference["positive_probability"], rtol=0, atol=1e-5)
     default_stride = _computed_again(windows.run_dir, tmp_path / "half", windows.run_id,
                                      lambda c: c["train_config"].update(window_stride=None))
     assert np.abs(default_stride["positive_probability"] - reference["positive_probability"]).max() > 1e-4
