@@ -88,8 +88,8 @@ gpu-check: $(STAMP)
 # Mutation testing (mutmut, configured in pyproject.toml's [tool.mutmut]): the modules that guard data and numbers,
 # each mutant run against the tests that reach it. Not part of `make test`: stats.py alone is 924 mutants, 6-12
 # minutes on 2 cores. The triage of the survivors is in docs/testing.md. `make mutation ARGS=<mutant name>`
-# runs one mutant again. One mutant at a time: with two at once, mutants of load_val_predictions that fail their
-# test when run alone were reported as survivors (54 such, all rerun one at a time; docs/testing.md).
+# runs one mutant again. One mutant at a time: with two at once, mutants that fail their tests when run alone
+# were reported as survivors (docs/testing.md: a survivor counts only after it survives alone).
 mutation: $(STAMP)
 	$(PY) -m mutmut run --max-children 1 $(ARGS)
 	$(PY) -m mutmut results

@@ -334,24 +334,33 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="watches /proc/<pid>/maps (Linux)")
 def test_ctrl_c_while_importing_is_one_line(tmp_path):
     """Ctrl-C while the command imports torch (the command needs ~2.5 s before it could answer 'No checkpoint'):
-    the interrupted exit and its one line, never a traceback. The signal goes once torch's library is mapped into
-    the process (its own imports and handlers are done by then), not after a fixed wait: on a loaded machine a
-    fixed wait fell before the handlers or after the answer."""
-    proc = subprocess.Popen([sys.executable, "-m", "nanogpt", "classify", "--checkpoint", "x.pt", "hi"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.time() + 60
-    while proc.poll() is None and time.time() < deadline:
-        try:
-            if "libtorch" in maps.read_text():
-                break
-        except OSError:  # the process is just starting or just ending
-            pass
-        time.sleep(0.005)
-    assert proc.poll() is None, f"the command ended before torch was imported: {proc.communicate()}"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("nanogpt: interrupted")
+    the interrupted exit and its one line, never a traceback. The signal goes shortly after torch's library is
+    mapped into the process (its own imports and handlers are done by then). Where it lands inside torch's import
+    is up to the scheduler: an attempt whose signal came too late (or was swallowed by torch's own import code) ends
+    with the ordinary answer and is tried again, up to three times; a traceback fails at once."""
+    answers = []
+    for delay in (0.2, 0.1, 0.4):
+        proc = subprocess.Popen([sys.executable, "-m", "nanogpt", "classify", "--checkpoint", "x.pt", "hi"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.time() + 60
+        while proc.poll() is None and time.time() < deadline:
+            try:
+                if "libtorch" in maps.read_text():
+                    break
+            except OSError:  # the process is just starting or just ending
+                pass
+            time.sleep(0.005)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err, err
+        if proc.returncode == 130:
+            assert err.count("\n") == 1 and err.startswith("nanogpt: interrupted"), err
+            return
+        assert proc.returncode == 1 and "No checkpoint at x.pt" in err, err  # the signal missed the import
+        answers.append(err.strip())
+    pytest.fail(f"three signals all missed torch's import: {answers}")
 
 
 @pytest.mark.slow
