@@ -331,36 +331,23 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="watches /proc/<pid>/maps (Linux)")
 def test_ctrl_c_while_importing_is_one_line(tmp_path):
     """Ctrl-C while the command imports torch (the command needs ~2.5 s before it could answer 'No checkpoint'):
-    the interrupted exit and its one line, never a traceback. The signal goes shortly after torch's library is
-    mapped into the process (its own imports and handlers are done by then). Where it lands inside torch's import
-    is up to the scheduler: an attempt whose signal came too late ends with the ordinary answer and is tried again,
-    six times at most, each a little earlier or later after the library appears; a traceback fails at once."""
-    answers = []
-    for delay in (0.2, 0.0, 0.5, 0.1, 0.3, 0.8):  # seconds after libtorch is mapped
+    the interrupted exit and its one line, never a traceback. A process that ended before the signal proves
+    nothing, so it is started again with a shorter wait."""
+    for wait in (0.4, 0.3, 0.5):
         proc = subprocess.Popen([sys.executable, "-m", "nanogpt", "classify", "--checkpoint", "x.pt", "hi"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.time() + 60
-        while proc.poll() is None and time.time() < deadline:
-            try:
-                if "libtorch" in maps.read_text():
-                    break
-            except OSError:  # the process is just starting or just ending
-                pass
-            time.sleep(0.005)
-        time.sleep(delay)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+        time.sleep(wait)  # past the command line's own imports (~0.1 s), inside `import torch`
+        if proc.poll() is not None:
+            proc.communicate()
+            continue
+        proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-        assert "Traceback" not in err, err
-        if proc.returncode == 130:
-            assert err.count("\n") == 1 and err.startswith("nanogpt: interrupted"), err
-            return
-        assert proc.returncode == 1 and "No checkpoint at x.pt" in err, err  # the signal missed the import
-        answers.append(err.strip())
-    pytest.fail(f"six signals all missed torch's import: {answers}")
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("nanogpt: interrupted")
+        return
+    pytest.fail("the command always finished before it could be interrupted")
 
 
 @pytest.mark.slow
