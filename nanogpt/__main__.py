@@ -302,9 +302,9 @@ def _pretraining_study(args) -> int:
 def _shipped(command: str) -> str:
     from nanogpt.serve.shipped import no_model_message, shipped_model
 
-    if shipped_model() is None:
+    if (path := shipped_model()) is None:
         raise UsageError(no_model_message(command))
-    return str(shipped_model())
+    return str(path)
 
 
 def cmd_classify(args) -> int:
