@@ -315,39 +315,67 @@ def _tiny_cli(out, *extra):
     return args
 
 
+def _signal_when_seen(proc: subprocess.Popen, stream, seen, sig: int, timeout: float = 300) -> list[str]:
+    """Read `stream` line by line until `seen(line)`, then send `sig` and read to the end: the command itself says
+    when it is where the test wants it, instead of the test guessing how long that takes on a loaded machine.
+    Returns the stream's lines; fails if the command ended (or the deadline passed) before the line came."""
+    import queue
+    import threading
+
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in stream] + [lines.put(None)], daemon=True)
+    reader.start()
+    got, deadline, sent = [], time.time() + timeout, False
+    while time.time() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        if line is None:
+            break
+        got.append(line)
+        if not sent and seen(line):
+            proc.send_signal(sig)
+            sent = True
+    if not sent:
+        proc.kill()
+        pytest.fail(f"the command never printed the line the test waits for: {got[-5:]}")
+    reader.join(timeout=60)
+    return got
+
+
 @pytest.mark.slow
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    """SIGTERM once training has started (the command prints its run line just before the first step)."""
     out = tmp_path / "results"
-    args = _tiny_cli(out, "train", "--loss", "ce", "--quiet", "--steps", "100000")
+    args = _tiny_cli(out, "train", "--loss", "ce", "--steps", "100000")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list(out.glob("runs/*/")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err
+    _signal_when_seen(proc, proc.stdout, lambda line: "M parameters" in line, signal.SIGTERM)
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err
     assert not list(out.rglob("*.tmp"))
 
 
 @pytest.mark.slow
 def test_ctrl_c_while_importing_is_one_line(tmp_path):
-    """Ctrl-C while the command imports torch (the command needs ~2.5 s before it could answer 'No checkpoint'):
-    the interrupted exit and its one line, never a traceback. A process that ended before the signal proves
-    nothing, so it is started again with a shorter wait."""
-    for wait in (0.4, 0.3, 0.5):
-        proc = subprocess.Popen([sys.executable, "-m", "nanogpt", "classify", "--checkpoint", "x.pt", "hi"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(wait)  # past the command line's own imports (~0.1 s), inside `import torch`
-        if proc.poll() is not None:
-            proc.communicate()
-            continue
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 130, err
-        assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("nanogpt: interrupted")
-        return
-    pytest.fail("the command always finished before it could be interrupted")
+    """Ctrl-C while the command imports torch: the interrupted exit and its one line, never a traceback.
+    `-X importtime` makes Python report each import as it completes, so the signal goes out when one of torch's
+    own modules has loaded (torch._C, ~0.3 s into an import of ~2 s) and the import is known to be under way; the
+    test then checks that the import stopped there (torch.nn, which torch loads later, never loaded), so a signal
+    that came too late fails instead of passing. (Python reports an import as it ends, also when it ends by the
+    exception, so the line for `torch` itself says nothing.)"""
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "nanogpt", "classify", "--checkpoint", "x.pt",
+                             "hi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = _signal_when_seen(proc, proc.stderr, lambda line: line.rsplit("|", 1)[-1].strip() == "torch._C",
+                              signal.SIGINT, timeout=120)
+    proc.wait(timeout=60)
+    err = [line for line in lines if not line.startswith("import time:")]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")]
+    assert "torch._C" in imported and "torch.nn" not in imported, "the signal did not land inside torch's import"
+    assert proc.returncode == 130, err
+    assert len(err) == 1 and err[0].startswith("nanogpt: interrupted") and "Traceback" not in "".join(err)
 
 
 @pytest.mark.slow
