@@ -3,6 +3,7 @@ SIGTERM), httpx as the client."""
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -227,7 +228,7 @@ def test_micro_batcher_respects_the_batch_size_and_answers_in_order():
 def test_sigterm_answers_in_flight_requests_then_exits(checkpoints):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "nanogpt", "serve", "--checkpoint", checkpoints["ce"], "--port",
-                             str(port), "--max-wait-ms", "1500", "--log-level", "warning"],
+                             str(port), "--max-wait-ms", "5000", "--log-level", "warning"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -242,11 +243,17 @@ def test_sigterm_answers_in_flight_requests_then_exits(checkpoints):
             assert time.time() < deadline, "the service did not become ready"
             time.sleep(0.2)
         with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(post, url, {"texts": ["A fine film."]})
-            time.sleep(0.5)  # the request waits in the batcher's 1.5 s window
+            pending = pool.submit(lambda: (post(url, {"texts": ["A fine film."]}), time.monotonic()))
+            # the service says when the request waits in the batcher's window (no guessed sleep)
+            while not re.search(r"^nanogpt_classify_in_flight\{model=\"[^\"]+\"\} 1\.0$",
+                                httpx.get(f"{url}/metrics").text, re.M):
+                assert time.time() < deadline and not pending.done(), "the request never reached the batcher"
+                time.sleep(0.05)
+            signalled = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            answer = pending.result(timeout=30)
+            answer, answered = pending.result(timeout=30)
         assert answer.status_code == 200 and len(answer.json()["results"]) == 1
+        assert answered > signalled  # it was in flight when the signal came, and answered after it
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:

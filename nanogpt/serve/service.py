@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -133,6 +133,8 @@ class Metrics:
                                      registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.batch_requests = Histogram("nanogpt_batch_requests", "requests merged into one forward pass",
                                         ["model"], registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64))
+        self.in_flight = Gauge("nanogpt_classify_in_flight", "classify requests waiting for their prediction",
+                               ["model"], registry=self.registry)
 
 
 def _error(status: int, message: str, **extra) -> JSONResponse:
@@ -296,7 +298,8 @@ def create_app(models: dict[str, ServedModel], limits: Limits = Limits(), api_ke
         if not served.ready:
             return _error(503, f"model {name!r} is not ready yet")
         try:
-            probs = await served.batcher.submit(body.texts)
+            with metrics.in_flight.labels(name).track_inprogress():
+                probs = await served.batcher.submit(body.texts)
         except Exception as exc:  # noqa: BLE001 - this request fails; the service goes on
             error_id = uuid.uuid4().hex[:12]
             metrics.errors.labels(name).inc()
