@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("levers", help="levers against plain fine-tuning from one backbone, on a development slice",
                        description="Fine-tune the ft recipe from --backbone with each trained arm (plain, at-<eps>: "
                                    "adversarial, vat-<eps>: virtual adversarial, distill-<w>: trained on the plain "
-                                   "--teacher-seeds' ensemble) over --seeds, each scored at the end "
+                                   "--teacher-seeds' ensemble, lm-<w>: an auxiliary language-model loss) over --seeds, each "
+                                   "scored at the end "
                                    "on 10%% of the training split that no run trains on; then the weight soup and the "
                                    "ensemble of the plain runs. Prints the table (paired with plain by seed) and "
                                    "writes <out>/levers.json. The validation split chooses nothing here.")

@@ -26,7 +26,7 @@ IDENTITY_NEUTRAL = {"head_init": "independent", "head_lr_scale": 1.0, "head_weig
                     "backbone_lr_scale": 1.0, "reading": "truncated", "window_stride": None, "epochs": None,
                     "evals_per_epoch": 4, "dev_fraction": 0.0, "early_stopping": 0, "keep_best": False,
                     "adversarial": "none", "adversarial_epsilon": 0.03, "adversarial_weight": 1.0,
-                    "teacher": "", "distill_weight": 0.5, "distill_temperature": 1.0}
+                    "teacher": "", "distill_weight": 0.5, "distill_temperature": 1.0, "lm_weight": 0.0}
 # How a training review longer than the block is cut: the tokenizer's truncations, or a window at a random offset
 # drawn anew each time the review is drawn (whole reviews in memory; only with reading="windows").
 TRAIN_CUTS = TRUNCATIONS + ("random_window",)
@@ -112,6 +112,10 @@ class TrainConfig:
     teacher: str = ""
     distill_weight: float = 0.5
     distill_temperature: float = 1.0  # > 1 softens the teacher's and the student's log-odds in the teacher's term
+    # An auxiliary language-model loss (run/auxlm.py, GPT-1's): lm_weight x the next-token NLL of the batch's
+    # reviews through the backbone's own adaptive softmax is added to the labels' loss. Needs an lm: backbone
+    # written with its next-token output. 0: off.
+    lm_weight: float = 0.0
     # --- evaluation and logging
     eval_interval: int = 200  # steps between validation passes (and one at the end)
     eval_batch_size: int = 64  # CPU, cpu profile model: 1,246 reviews/s at 64 against 1,016 at 128
@@ -192,6 +196,11 @@ class TrainConfig:
         need(isinstance(self.teacher, str), f"teacher must be a path to a teacher file or '', got {self.teacher!r}.")
         need(0 < self.distill_weight <= 1, f"distill_weight must be in (0, 1], got {self.distill_weight}.")
         need(self.distill_temperature >= 1, f"distill_temperature must be >= 1, got {self.distill_temperature}.")
+        need(self.lm_weight >= 0, f"lm_weight must be >= 0, got {self.lm_weight}.")
+        need(not self.lm_weight or (isinstance(self.init, str) and self.init.startswith("lm:")),
+             "lm_weight > 0 needs a pre-trained backbone with its next-token output: --init lm:<backbone.pt>.")
+        need(not (self.lm_weight and self.adversarial != "none"),
+             "the auxiliary language-model loss and adversarial training are not combined: set one of them.")
         need(not (self.teacher and self.adversarial != "none"),
              "distillation and adversarial training are not combined: set teacher or adversarial, not both.")
         need(self.dev_fraction > 0 or not (self.keep_best or self.early_stopping),

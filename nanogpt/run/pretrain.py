@@ -18,7 +18,8 @@ ranked by their frequency in the training stream: the 2,000 most frequent (81% o
 head, the rest in two smaller clusters. It is an exact, normalised distribution over all 50,257 tokens (so the
 perplexity is a real one) at a fraction of a full softmax's cost: a full 50,257-way output has ~16x the
 multiply-adds per token of the 2-layer, 128-dim backbone's weights (128 x 50,257 = 6.4M against 0.4M, counted).
-It is thrown away after pre-training: only the backbone is kept.
+The backbone file keeps it beside the backbone (`lm_output`), for fine-tuning's auxiliary language-model
+loss (`run/auxlm.py`); a classifier fine-tuned from the backbone never holds it.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ from nanogpt.data.imdb import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, data_ide
 from nanogpt.data.tokenizer import EOT_TOKEN, VOCAB_SIZE
 from nanogpt.data.tokens import TokenizedSplit, tokenize_texts
 from nanogpt.data.windows import WHOLE
+from nanogpt.run.auxlm import LM_OUTPUT_KEY, lm_output_record
 from nanogpt.run.backbone import BACKBONE_FORMAT, backbone_data_record, load_backbone
 from nanogpt.run.checkpoints import CheckpointError, load_failure_reason, save_torch_atomic
 from nanogpt.run.config import _PROFILE_NAME
@@ -408,6 +410,7 @@ def pretrain(config: PretrainConfig, resume: bool = True) -> BackboneResult:
     payload = {"format": BACKBONE_FORMAT, "backbone_id": backbone_id,
                "model_config": asdict(cfg.model_config()),
                "backbone_state": model.backbone_state(),
+               LM_OUTPUT_KEY: lm_output_record(model.output, model.rank, cfg.cutoffs, cfg.div_value),
                "data": backbone_data_record(cfg.source, cfg.split_seed, cfg.val_fraction, corpus.review_ids,
                                             corpus.n_unlabelled),
                "pretrain_config": json.dumps(asdict(cfg), sort_keys=True), "steps": cfg.max_steps, "tokens": tokens,

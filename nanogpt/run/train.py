@@ -26,6 +26,7 @@ from nanogpt.data.batching import collate, infinite_batches
 from nanogpt.data.imdb import DataValidationError, label_mapping, load_splits
 from nanogpt.data.windows import random_windows
 from nanogpt.run.adversarial import adversarial_objective
+from nanogpt.run.auxlm import AuxLM, aux_lm_optimizer
 from nanogpt.run.backbone import backbone_path, check_fits, load_backbone, load_into
 from nanogpt.run.checkpoints import (
     CheckpointError,
@@ -159,12 +160,20 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
     optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
                                                device.type, cfg.head_lr_scale, cfg.head_weight_decay_scale,
                                                cfg.backbone_lr_scale)
+    aux = aux_optimizer = None
+    if cfg.lm_weight:  # the backbone's next-token output, trained beside the classifier (run/auxlm.py)
+        aux = AuxLM.from_backbone(load_backbone(backbone_path(cfg.init)), backbone_path(cfg.init)).to(device)
+        aux_optimizer = aux_lm_optimizer(aux, cfg, device.type)
+    optimizers = [optimizer] if aux_optimizer is None else [optimizer, aux_optimizer]
     history: list[dict] = []
     start_step, train_tokens, train_seconds, interval_loss, interval_n = 0, 0, 0.0, 0.0, 0
     state = _load_state(run.state, cfg, run_id) if resume else None
     if state is not None:
         raw_model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer_state"])
+        if aux is not None:
+            aux.load_state_dict(state["aux_lm_state"])
+            aux_optimizer.load_state_dict(state["aux_optimizer_state"])
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -191,6 +200,8 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
                    "train_seconds": train_seconds, "interval_loss": interval_loss, "interval_n": interval_n}
         if device.type == "cuda":
             payload["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if aux is not None:
+            payload.update(aux_lm_state=aux.state_dict(), aux_optimizer_state=aux_optimizer.state_dict())
         save_torch_atomic(run.state, payload)
 
     def fail(message: str, step: int) -> None:
@@ -224,17 +235,23 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
     for step in range(start_step if selection.stopped_at is None else cfg.max_steps, cfg.max_steps):
         t0 = time.perf_counter()
         lr = learning_rate_at(step, cfg)
-        for group in optimizer.param_groups:
+        for group in (g for opt in optimizers for g in opt.param_groups):
             group["lr"] = lr * group.get("lr_scale", 1.0)
         idx, batch = next_batch(step)
         x, lengths, y = (t.to(device, non_blocking=True) for t in batch)
         if cfg.adversarial == "none":
             with autocast(device, precision):
-                logits = model(x, lengths)
+                if aux is None:
+                    logits = model(x, lengths)
+                else:  # the uncompiled module: its hidden states feed both outputs
+                    h = raw_model.hidden_states(x)
+                    logits = raw_model.classify(h, lengths)
             loss = objective = criterion.loss(logits, y)  # the labels' loss: the curve's, whatever the objective
             if teacher is not None:
                 objective = distilled_objective(criterion, logits, loss, teacher[idx].to(device), cfg.distill_weight,
                                                 cfg.distill_temperature)
+            if aux is not None:  # in fp32, as pre-training computed it
+                objective = objective + cfg.lm_weight * aux.loss(h, x, lengths)
         else:  # the uncompiled module: the perturbation needs the embeddings' gradient
             with autocast(device, precision):
                 loss, objective = adversarial_objective(raw_model, criterion, cfg.adversarial, x, lengths, y,
@@ -244,11 +261,14 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
             kept = f"; the last good state (step {last_saved}) is kept in {run.state}" if last_saved else ""
             fail(f"run {run_id}: loss became {objective.item()} at step {step} (learning rate {lr:.3g}){kept}. "
                  "Hint: lower --set learning_rate, keep grad_clip > 0, or use --precision fp32.", step)
-        optimizer.zero_grad(set_to_none=True)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         objective.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        if cfg.grad_clip > 0:  # one norm over everything the objective trains
+            torch.nn.utils.clip_grad_norm_(raw_model.parameters() if aux is None
+                                           else [*raw_model.parameters(), *aux.parameters()], cfg.grad_clip)
+        for opt in optimizers:
+            opt.step()
         loss_value = loss.item()  # also synchronises the device, so the timing below is honest
         train_seconds += time.perf_counter() - t0
         train_tokens += int(lengths.sum())

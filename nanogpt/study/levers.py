@@ -15,6 +15,9 @@ Arms:
   against a teacher's probabilities over the training texts (softened at temperature T); the teacher is the ensemble of the `plain` runs of
   the teacher seeds (0, 1, 2 by default), formed once and named by their run ids. A student of seed s shares its
   initial weights and batch order with plain seed s, so the pair differs in its targets only.
+- `lm-<w>`: an auxiliary language-model loss (run/auxlm.py, GPT-1's): w x the next-token NLL of the training
+  reviews through the backbone's own next-token output is added to the labels' loss (GPT-1 used 0.5). Needs a
+  backbone written with that output.
 - `soup` (formed, not trained): the uniform average of the weights of the `plain` runs of all seeds (Wortsman et
   al. 2022, "Model soups": fine-tunes from one backbone averaged into one model of the same cost).
 - `ensemble` (formed, not a single model): the mean of the `plain` runs' probabilities, the ceiling a distilled
@@ -54,9 +57,12 @@ def parse_arm(arm: str) -> dict:
         number = math.nan
     if kind == "distill" and 0 < number <= 1 and temperature >= 1:
         return {"distill_weight": number, **({"distill_temperature": temperature} if temperature != 1 else {})}
+    if kind == "lm" and number > 0 and temperature == 1:
+        return {"lm_weight": number}
     if kind not in ("at", "vat") or not number > 0 or temperature != 1:
-        raise ValueError(f"Unknown lever arm {arm!r}; use plain, at-<epsilon>, vat-<epsilon> (e.g. at-0.01) or "
-                         "distill-<weight in (0, 1]>[-t<temperature >= 1>] (e.g. distill-0.5, distill-1-t2).")
+        raise ValueError(f"Unknown lever arm {arm!r}; use plain, at-<epsilon>, vat-<epsilon> (e.g. at-0.01), "
+                         "distill-<weight in (0, 1]>[-t<temperature >= 1>] (e.g. distill-0.5, distill-1-t2) or "
+                         "lm-<weight > 0> (e.g. lm-0.5).")
     return {"adversarial": kind, "adversarial_epsilon": number}
 
 
@@ -127,6 +133,8 @@ def arm_of(config: dict) -> str:
     if config.get("teacher"):
         temperature = config.get("distill_temperature", 1.0)
         return f"distill-{config.get('distill_weight', 0.5):g}" + (f"-t{temperature:g}" if temperature != 1 else "")
+    if config.get("lm_weight"):
+        return f"lm-{config['lm_weight']:g}"
     kind = config.get("adversarial", "none")
     return "plain" if kind == "none" else f"{kind}-{config['adversarial_epsilon']:g}"
 
