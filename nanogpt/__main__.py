@@ -396,7 +396,11 @@ def cmd_levers(args) -> int:
     changes = _overrides(args.set, own={"loss": "--loss", "seed": "--seeds", "init": "--backbone", "out_dir": "--out",
                                         "quiet": "--quiet", "profile": "nothing (lever runs are the ft recipe)",
                                         "teacher": "--teacher-seeds"})
-    print(levers.study(args.backbone, arms, seeds, args.out, args.loss, args.quiet, teacher_seeds, **changes))
+    if args.against is not None and not (Path(args.against) / "runs.csv").is_file():
+        raise UsageError(f"--against {args.against}: no lever results there (no runs.csv). Fix: give the --out folder "
+                         "of an earlier `levers` run.")
+    print(levers.study(args.backbone, arms, seeds, args.out, args.loss, args.quiet, teacher_seeds,
+                       against=args.against, **changes))
     return 0
 
 

@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the plain runs whose ensemble teaches the distill arms (default: 0-2)")
     p.add_argument("--loss", default="ce", choices=LOSS_CHOICES)
     p.add_argument("--out", default="results/levers", help="results folder (default: results/levers)")
+    p.add_argument("--against", metavar="DIR", default=None,
+                   help="a backbone lever: also pair this backbone's plain runs by seed with the plain runs in DIR "
+                        "(an earlier --out, fine-tuned from another backbone)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field of every lever run (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

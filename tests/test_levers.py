@@ -173,3 +173,47 @@ def test_the_rebuilt_backbone_gave_the_committed_plain_runs_to_the_bit():
     shared = again.index.intersection(first.index)
     assert list(shared) == [0, 1, 2]
     assert again[shared].to_dict() == first[shared].to_dict()
+
+
+def test_a_backbone_lever_pairs_plain_runs_by_seed_across_folders(tmp_path, capsys):
+    """`levers --against`: this folder's plain runs minus another folder's, seed by seed, over the seeds both hold."""
+    import math
+    from pathlib import Path
+
+    import pandas as pd
+
+    from nanogpt.__main__ import main
+
+    committed = Path(__file__).resolve().parents[1] / "results" / "levers-2" / "runs.csv"
+    rows = pd.read_csv(committed)
+    (tmp_path / "a").mkdir()
+    rows.to_csv(tmp_path / "a" / "runs.csv", index=False)
+    reference = levers.lever_runs(tmp_path / "a")
+    plain = reference[reference["arm"] == "plain"].set_index("seed")["dev_accuracy"]
+    shifts = {0: 0.01, 1: 0.03, 2: -0.01, 3: 0.0}  # seed 4 only in the reference: left out of the pairs
+    moved = rows.copy()
+    is_plain = moved["run_id"].isin(reference.loc[reference["arm"] == "plain", "run_id"])
+    for seed, shift in shifts.items():
+        at = is_plain & (moved["seed"] == seed)
+        moved.loc[at, "last_dev_accuracy"] = moved.loc[at, "last_dev_accuracy"] + shift
+    moved = moved[~(is_plain & (moved["seed"] == 4))]
+    (tmp_path / "b").mkdir()
+    moved.to_csv(tmp_path / "b" / "runs.csv", index=False)
+
+    row = levers.against_plain(tmp_path / "b", tmp_path / "a")
+    diffs = list(shifts.values())
+    mean = sum(diffs) / 4
+    assert row["seeds"] == "0,1,2,3" and row["runs"] == 4
+    assert row["minus_reference"] == pytest.approx(mean, abs=1e-12)
+    assert row["se"] == pytest.approx(math.sqrt(sum((d - mean) ** 2 for d in diffs) / 3 / 4), abs=1e-12)
+    assert row["reference_accuracy"] == pytest.approx(plain[[0, 1, 2, 3]].mean(), abs=1e-12)
+    assert "+0.75 points" in levers.format_against(row)
+    (tmp_path / "empty").mkdir()
+    pd.DataFrame(columns=rows.columns).to_csv(tmp_path / "empty" / "runs.csv", index=False)
+    with pytest.raises(ValueError, match="no fine-tuning seed"):
+        levers.against_plain(tmp_path / "b", tmp_path / "empty")
+    fake = tmp_path / "backbone.pt"
+    fake.write_bytes(b"x")
+    assert main(["levers", "--backbone", str(fake), "--against", str(tmp_path / "nowhere"), "--out",
+                 str(tmp_path / "c")]) == 2
+    assert "--against" in capsys.readouterr().err and not (tmp_path / "c").exists()

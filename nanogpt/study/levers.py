@@ -227,6 +227,29 @@ def lever_table(out_dir: str | Path, formed: bool = True) -> pd.DataFrame:
     return table
 
 
+def against_plain(out_dir: str | Path, reference_dir: str | Path) -> dict:
+    """A backbone lever: the `plain` runs of `out_dir` (fine-tuned from one backbone) against the `plain` runs of
+    `reference_dir` (from another), paired by fine-tuning seed over the seeds both hold: the same recipe, seeds and
+    development slice, so the pair differs in its backbone only."""
+    ours, theirs = (r[r["arm"] == "plain"].set_index("seed")["dev_accuracy"]
+                    for r in (lever_runs(out_dir), lever_runs(reference_dir)))
+    shared = ours.index.intersection(theirs.index).sort_values()
+    if ours.empty or theirs.empty or len(shared) == 0:
+        raise ValueError(f"no fine-tuning seed has a finished plain run in both {out_dir} and {reference_dir}.")
+    diff = ours[shared] - theirs[shared]
+    return {"against": str(reference_dir), "seeds": ",".join(str(s) for s in shared), "runs": len(shared),
+            "dev_accuracy": float(ours[shared].mean()), "reference_accuracy": float(theirs[shared].mean()),
+            "minus_reference": float(diff.mean()),
+            "se": float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan}
+
+
+def format_against(row: dict) -> str:
+    se = "" if math.isnan(row["se"]) else f", se {100 * row['se']:.2f}"
+    return (f"plain from this backbone against plain of {row['against']} (seeds {row['seeds']}): "
+            f"{100 * row['dev_accuracy']:.2f}% against {100 * row['reference_accuracy']:.2f}%, "
+            f"{100 * row['minus_reference']:+.2f} points{se}")
+
+
 def format_table(table: pd.DataFrame) -> str:
     """The lever table as text: accuracies in percent, the paired difference with its standard error."""
     if table.empty:
@@ -244,12 +267,17 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 def study(backbone: str | Path, arms: list[str], seeds: list[int], out_dir: str | Path, loss: str = "ce",
-          quiet: bool = False, teacher_seeds=TEACHER_SEEDS, **changes) -> str:
-    """`python -m nanogpt levers`: train what is unfinished, write `<out_dir>/levers.json`, return the table."""
+          quiet: bool = False, teacher_seeds=TEACHER_SEEDS, against: str | Path | None = None, **changes) -> str:
+    """`python -m nanogpt levers`: train what is unfinished, write `<out_dir>/levers.json`, return the table (and,
+    with `against`, this backbone's plain runs against that folder's: `against_plain`)."""
     from nanogpt.core.artifacts import write_report_json
 
     run_levers(backbone, arms, seeds, out_dir, loss, quiet=quiet, teacher_seeds=teacher_seeds, **changes)
     table = lever_table(out_dir)
-    write_report_json(Path(out_dir) / "levers.json", {"backbone": str(backbone), "loss": loss,
-                                                      "rows": table.to_dict(orient="records")})
-    return format_table(table)
+    report = {"backbone": str(backbone), "loss": loss, "rows": table.to_dict(orient="records")}
+    text = format_table(table)
+    if against is not None:
+        report["against"] = against_plain(out_dir, against)
+        text += "\n" + format_against(report["against"])
+    write_report_json(Path(out_dir) / "levers.json", report)
+    return text
