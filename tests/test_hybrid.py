@@ -39,6 +39,10 @@ def test_the_table_against_hand_computed_numbers():
     assert bce["se"] == pytest.approx(100 * math.sqrt(2 * 0.2 ** 2) / math.sqrt(2))
     assert bce["nbsvm"] == pytest.approx(40.0)
     assert bce["disagree"] == pytest.approx(100 * (3 / 5 + 4 / 5) / 2)  # a: 3 of 5; b: 4 of 5
+    # a disagrees on reviews 1, 2, 3: right on 1 and 3 (2 of 3), hybrid right on 3 only (1 of 3);
+    # b disagrees on 0, 1, 3, 4: right on 1, 3, 4 (3 of 4), hybrid right on all 4
+    assert bce["gpt_right_where_they_disagree"] == pytest.approx(100 * (2 / 3 + 3 / 4) / 2)
+    assert bce["hybrid_right_where_they_disagree"] == pytest.approx(100 * (1 / 3 + 1) / 2)
     assert table.loc["ce", "runs"] == 1 and math.isnan(table.loc["ce", "se"])
     other = dict(predictions, a=predictions["a"].assign(label=[0, 1, 0, 0, 1]))
     with pytest.raises(ValueError, match="other reviews"):

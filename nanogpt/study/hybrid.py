@@ -60,7 +60,7 @@ def hybrid_table(predictions: dict[str, pd.DataFrame], runs: pd.DataFrame, label
     words' accuracy, and the share of reviews where the GPT and the bag of words disagree (points)."""
     rows = []
     for loss, group in runs.groupby("loss", sort=True):
-        gpt_acc, mix_acc, disagree = [], [], []
+        gpt_acc, mix_acc, disagree, gpt_there, mix_there = [], [], [], [], []
         for rid in group.sort_values("seed")["run_id"]:
             frame = predictions[rid]
             if not np.array_equal(frame["label"].to_numpy(), labels):
@@ -68,7 +68,11 @@ def hybrid_table(predictions: dict[str, pd.DataFrame], runs: pd.DataFrame, label
             p = frame["positive_probability"].to_numpy(np.float64)
             gpt_acc.append(np.mean((p > 0.5) == labels))
             mix_acc.append(np.mean((hybrid_probabilities(p, bow, weight) > 0.5) == labels))
-            disagree.append(np.mean((p > 0.5) != (bow > 0.5)))
+            split = (p > 0.5) != (bow > 0.5)
+            disagree.append(np.mean(split))
+            if split.any():  # where the two disagree: who is right, and how often the mean gets it right
+                gpt_there.append(np.mean(((p > 0.5) == labels)[split]))
+                mix_there.append(np.mean(((hybrid_probabilities(p, bow, weight) > 0.5) == labels)[split]))
         gain = np.array(mix_acc) - np.array(gpt_acc)
         rows.append({"loss": loss, "runs": len(gpt_acc), "gpt": 100 * float(np.mean(gpt_acc)),
                      "hybrid": 100 * float(np.mean(mix_acc)), "hybrid_min": 100 * float(np.min(mix_acc)),
@@ -76,7 +80,10 @@ def hybrid_table(predictions: dict[str, pd.DataFrame], runs: pd.DataFrame, label
                      "hybrid_minus_gpt": 100 * float(gain.mean()),
                      "se": 100 * float(gain.std(ddof=1) / math.sqrt(len(gain))) if len(gain) > 1 else math.nan,
                      "nbsvm": 100 * float(np.mean((bow > 0.5) == labels)),
-                     "disagree": 100 * float(np.mean(disagree)), "weight": weight})
+                     "disagree": 100 * float(np.mean(disagree)),
+                     "gpt_right_where_they_disagree": 100 * float(np.mean(gpt_there)) if gpt_there else math.nan,
+                     "hybrid_right_where_they_disagree": 100 * float(np.mean(mix_there)) if mix_there else math.nan,
+                     "weight": weight})
     return pd.DataFrame(rows)
 
 
@@ -110,7 +117,8 @@ def format_hybrid(report: dict) -> str:
                      f"hybrid {r['hybrid']:.2f}% (runs {r['hybrid_min']:.2f}-{r['hybrid_max']:.2f}): "
                      f"{r['hybrid_minus_gpt']:+.2f} points over the GPT (se {r['se']:.2f}), "
                      f"{r['hybrid'] - r['nbsvm']:+.2f} over NBSVM; the two disagree on "
-                     f"{r['disagree']:.1f}% of reviews")
+                     f"{r['disagree']:.1f}% of reviews, where the GPT is right on "
+                     f"{r['gpt_right_where_they_disagree']:.1f}% and the hybrid on {r['hybrid_right_where_they_disagree']:.1f}%")
     return "\n".join(lines)
 
 
