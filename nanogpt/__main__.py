@@ -19,9 +19,7 @@ from nanogpt.cli import (  # noqa: F401 (LOSS_CHOICES and OWN_OPTIONS: the gramm
     build_parser,
 )
 
-EXIT_USAGE = 2
-EXIT_FAILURE = 1
-EXIT_INTERRUPTED = 130
+EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130  # a bad command line, a failure while running, Ctrl-C
 
 
 class Terminated(KeyboardInterrupt):
@@ -396,11 +394,8 @@ def cmd_levers(args) -> int:
     changes = _overrides(args.set, own={"loss": "--loss", "seed": "--seeds", "init": "--backbone", "out_dir": "--out",
                                         "quiet": "--quiet", "profile": "nothing (lever runs are the ft recipe)",
                                         "teacher": "--teacher-seeds"})
-    if args.against is not None and not (Path(args.against) / "runs.csv").is_file():
-        raise UsageError(f"--against {args.against}: no lever results there (no runs.csv). Fix: give the --out folder "
-                         "of an earlier `levers` run.")
-    print(levers.study(args.backbone, arms, seeds, args.out, args.loss, args.quiet, teacher_seeds,
-                       against=args.against, **changes))
+    print(levers.study(args.backbone, arms, seeds, args.out, args.loss, args.quiet, teacher_seeds, args.against,
+                       **changes))
     return 0
 
 

@@ -9,6 +9,7 @@ import argparse
 import types
 import typing
 from dataclasses import fields
+from pathlib import Path
 
 LOSS_CHOICES = ("ce", "bce")  # nanogpt.core.losses.LOSS_NAMES; spelled here so --help needs no torch import
 # TrainConfig fields that have an option of their own: `--set` refuses them and names the option.
@@ -103,6 +104,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _lever_folder(value: str) -> str:
+    """`levers --against`: the --out folder of an earlier `levers` run (it holds runs.csv)."""
+    if not (Path(value) / "runs.csv").is_file():
+        raise argparse.ArgumentTypeError(f"{value}: no lever results there (no runs.csv); give an earlier --out.")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nanogpt", description="A small GPT as an IMDB sentiment classifier: CE against BCE.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -193,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the plain runs whose ensemble teaches the distill arms (default: 0-2)")
     p.add_argument("--loss", default="ce", choices=LOSS_CHOICES)
     p.add_argument("--out", default="results/levers", help="results folder (default: results/levers)")
-    p.add_argument("--against", metavar="DIR", default=None,
+    p.add_argument("--against", metavar="DIR", default=None, type=_lever_folder,
                    help="a backbone lever: also pair this backbone's plain runs by seed with the plain runs in DIR "
                         "(an earlier --out, fine-tuned from another backbone)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -18,8 +18,7 @@ ranked by their frequency in the training stream: the 2,000 most frequent (81% o
 head, the rest in two smaller clusters. It is an exact, normalised distribution over all 50,257 tokens (so the
 perplexity is a real one) at a fraction of a full softmax's cost: a full 50,257-way output has ~16x the
 multiply-adds per token of the 2-layer, 128-dim backbone's weights (128 x 50,257 = 6.4M against 0.4M, counted).
-The backbone file keeps it beside the backbone (`lm_output`), for fine-tuning's auxiliary language-model
-loss (`run/auxlm.py`); a classifier fine-tuned from the backbone never holds it.
+The backbone file keeps it (`lm_output`) for fine-tuning's auxiliary LM loss (run/auxlm.py); classifiers never do.
 """
 from __future__ import annotations
 
