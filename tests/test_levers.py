@@ -145,15 +145,22 @@ def test_levers_command_line(study, capsys, tmp_path):
     assert not (tmp_path / "runs.csv").exists()  # nothing trained on a bad command line
 
 
-@pytest.mark.parametrize("folder", ["results/levers", "results/levers-2"])
+@pytest.mark.parametrize("folder", ["results/levers", "results/levers-2", "results/levers-dropout"])
 def test_the_committed_lever_tables_follow_from_their_rows(folder):
     import json
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / folder
-    committed = {r["arm"]: r for r in json.loads((root / "levers.json").read_text())["rows"]}
+    report = json.loads((root / "levers.json").read_text())
+    if "against" in report:  # a backbone lever: its plain runs against the reference folder's, seed by seed
+        kept = report["against"]
+        again = levers.against_plain(root, root.parents[1] / kept["against"])
+        assert (kept["seeds"], kept["runs"]) == (again["seeds"], again["runs"])
+        for key in ("dev_accuracy", "reference_accuracy", "minus_reference", "se"):
+            assert kept[key] == pytest.approx(again[key], abs=1e-12), key
+    committed = {r["arm"]: r for r in report["rows"]}
     table = levers.lever_table(root, formed=False)  # the trained arms: the soup and ensemble need the weights
-    assert len(table) >= 2
+    assert len(table) >= (1 if "against" in report else 2)
     for row in table.to_dict(orient="records"):
         kept = committed[row["arm"]]
         assert (kept["runs"], kept["seeds"]) == (row["runs"], row["seeds"])
