@@ -145,7 +145,7 @@ def test_levers_command_line(study, capsys, tmp_path):
     assert not (tmp_path / "runs.csv").exists()  # nothing trained on a bad command line
 
 
-@pytest.mark.parametrize("folder", ["results/levers", "results/levers-2", "results/levers-dropout", "results/levers-deep"])
+@pytest.mark.parametrize("folder", ["results/levers", "results/levers-2", "results/levers-dropout", "results/levers-deep", "results/levers-aux"])
 def test_the_committed_lever_tables_follow_from_their_rows(folder):
     import json
     from pathlib import Path
