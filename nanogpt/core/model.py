@@ -106,6 +106,14 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+def decay_groups(params, weight_decay: float, **extra) -> list[dict]:
+    """AdamW parameter groups: matrices and embeddings (dim >= 2) decayed, biases and norms not; `extra` (e.g.
+    lr_scale) in both groups."""
+    params = list(params)
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, **extra},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, **extra}]
+
+
 class GPTClassifier(nn.Module):
     def __init__(self, config: ModelConfig, attention: str = "auto"):
         """`attention` picks the kernel (`kernels.ATTENTIONS`); it changes speed and bf16 rounding only."""
@@ -196,9 +204,7 @@ class GPTClassifier(nn.Module):
         own_head = (head_lr_scale, head_weight_decay_scale, backbone_lr_scale) != (1, 1, 1)
         head = {id(p) for p in self.head.parameters()} if own_head else set()
         params = [p for p in self.parameters() if p.requires_grad and id(p) not in head]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay,
-                   "lr_scale": backbone_lr_scale},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr_scale": backbone_lr_scale}]
+        groups = decay_groups(params, weight_decay, lr_scale=backbone_lr_scale)
         if head:
             groups += [{"params": [self.head.weight], "lr_scale": head_lr_scale,
                         "weight_decay": weight_decay * head_weight_decay_scale},

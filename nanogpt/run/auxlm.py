@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from nanogpt.core.model import decay_groups
 from nanogpt.data.tokenizer import VOCAB_SIZE
 
 LM_OUTPUT_KEY = "lm_output"
@@ -72,10 +73,5 @@ class AuxLM(nn.Module):
 def aux_lm_optimizer(aux: AuxLM, cfg, device_type: str) -> torch.optim.AdamW:
     """AdamW for the output, at the backbone's rate (its `lr_scale`, read by the loop's schedule) and decay on its
     matrices, as pre-training had it."""
-    params = list(aux.parameters())
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    for group in groups:
-        group["lr_scale"] = cfg.backbone_lr_scale
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
+    return torch.optim.AdamW(decay_groups(aux.parameters(), cfg.weight_decay, lr_scale=cfg.backbone_lr_scale), lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                              fused=device_type in ("cpu", "cuda"))

@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from nanogpt.core.artifacts import atomic_write_json, stable_digest
-from nanogpt.core.model import GPTClassifier, ModelConfig
+from nanogpt.core.model import GPTClassifier, ModelConfig, decay_groups
 from nanogpt.core.runtime import (
     autocast,
     environment,
@@ -261,9 +261,7 @@ class LanguageModel(nn.Module):
     def configure_optimizer(self, cfg: PretrainConfig, device: torch.device) -> torch.optim.AdamW:
         """AdamW; decay on matrices and embeddings (dim >= 2) only. The classifier head (unused here) is left out."""
         params = [p for n, p in self.named_parameters() if not n.startswith("gpt.head")]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
+        return torch.optim.AdamW(decay_groups(params, cfg.weight_decay), lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                                  fused=device.type in ("cpu", "cuda"))
 
 

@@ -162,7 +162,8 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
                                                cfg.backbone_lr_scale)
     aux = aux_optimizer = None
     if cfg.lm_weight:  # the backbone's next-token output, trained beside the classifier (run/auxlm.py)
-        aux = AuxLM.from_backbone(load_backbone(backbone_path(cfg.init)), backbone_path(cfg.init)).to(device)
+        path = backbone_path(cfg.init)
+        aux = AuxLM.from_backbone(load_backbone(path), path).to(device)
         aux_optimizer = aux_lm_optimizer(aux, cfg, device.type)
     optimizers = [optimizer] if aux_optimizer is None else [optimizer, aux_optimizer]
     history: list[dict] = []

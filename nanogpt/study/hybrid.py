@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nanogpt.study.stats import standard_error
+
 WEIGHT = 0.5  # fixed before looking: the mean of the two probabilities
 
 
@@ -66,19 +68,21 @@ def hybrid_table(predictions: dict[str, pd.DataFrame], runs: pd.DataFrame, label
             if not np.array_equal(frame["label"].to_numpy(), labels):
                 raise ValueError(f"run {rid} was scored on other reviews than the bag of words (its labels differ).")
             p = frame["positive_probability"].to_numpy(np.float64)
-            gpt_acc.append(np.mean((p > 0.5) == labels))
-            mix_acc.append(np.mean((hybrid_probabilities(p, bow, weight) > 0.5) == labels))
+            gpt_right = (p > 0.5) == labels
+            mix_right = (hybrid_probabilities(p, bow, weight) > 0.5) == labels
             split = (p > 0.5) != (bow > 0.5)
+            gpt_acc.append(np.mean(gpt_right))
+            mix_acc.append(np.mean(mix_right))
             disagree.append(np.mean(split))
             if split.any():  # where the two disagree: who is right, and how often the mean gets it right
-                gpt_there.append(np.mean(((p > 0.5) == labels)[split]))
-                mix_there.append(np.mean(((hybrid_probabilities(p, bow, weight) > 0.5) == labels)[split]))
+                gpt_there.append(np.mean(gpt_right[split]))
+                mix_there.append(np.mean(mix_right[split]))
         gain = np.array(mix_acc) - np.array(gpt_acc)
         rows.append({"loss": loss, "runs": len(gpt_acc), "gpt": 100 * float(np.mean(gpt_acc)),
                      "hybrid": 100 * float(np.mean(mix_acc)), "hybrid_min": 100 * float(np.min(mix_acc)),
                      "hybrid_max": 100 * float(np.max(mix_acc)),
                      "hybrid_minus_gpt": 100 * float(gain.mean()),
-                     "se": 100 * float(gain.std(ddof=1) / math.sqrt(len(gain))) if len(gain) > 1 else math.nan,
+                     "se": 100 * standard_error(gain),
                      "nbsvm": 100 * float(np.mean((bow > 0.5) == labels)),
                      "disagree": 100 * float(np.mean(disagree)),
                      "gpt_right_where_they_disagree": 100 * float(np.mean(gpt_there)) if gpt_there else math.nan,

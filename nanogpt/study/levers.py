@@ -38,6 +38,7 @@ import torch
 
 from nanogpt.run.profiles import get_profile
 from nanogpt.run.results import read_results, runs_csv
+from nanogpt.study.stats import standard_error
 
 BASE = {"backbone_lr_scale": 0.25, "dev_fraction": 0.1, "eval_interval": 600, "val_limit": 256,
         "precision": "fp32"}
@@ -216,7 +217,7 @@ def lever_table(out_dir: str | Path, formed: bool = True) -> pd.DataFrame:
         rows.append({"arm": arm, "seeds": ",".join(str(s) for s in sorted(acc.index)), "runs": len(acc),
                      "dev_accuracy": acc.mean(), "sd": acc.std(ddof=1) if len(acc) > 1 else math.nan,
                      "minus_plain": diff.mean() if len(diff) else math.nan,
-                     "se": diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else math.nan,
+                     "se": standard_error(diff),
                      "minutes_per_run": group["train_seconds"].mean() / 60, "single_model": True})
     table = pd.DataFrame(rows)
     if formed:
@@ -240,7 +241,7 @@ def against_plain(out_dir: str | Path, reference_dir: str | Path) -> dict:
     return {"against": str(reference_dir), "seeds": ",".join(str(s) for s in shared), "runs": len(shared),
             "dev_accuracy": float(ours[shared].mean()), "reference_accuracy": float(theirs[shared].mean()),
             "minus_reference": float(diff.mean()),
-            "se": float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan}
+            "se": standard_error(diff)}
 
 
 def format_against(row: dict) -> str:

@@ -17,6 +17,12 @@ MIN_RUNS_TO_JUDGE = 5
 PAPER = {"ce": {"mean": 85.84, "spread": 2.36}, "bce": {"mean": 86.10, "spread": 1.04}}
 
 
+def standard_error(values) -> float:
+    """The standard error of the mean of `values` (sd with ddof=1 over sqrt(n)); NaN for fewer than two."""
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else float("nan")
+
+
 def summarize(accuracies) -> dict:
     """n, mean, std (ddof=1), min, max and max-min of accuracies given as fractions, reported in percent."""
     a = np.asarray(accuracies, dtype=np.float64) * 100.0
