@@ -128,6 +128,7 @@ def test_study_checkpoints_offer_runs_with_weights_best_first(tmp_path):
         RunDir(tmp_path, f"r{i}").path.mkdir(parents=True)
         RunDir(tmp_path, f"r{i}").model.write_bytes(b"w")
     offered = R.study_checkpoints(tmp_path)
+    assert list(offered) == ["ce", "bce"]  # the loss with the best run first: the panel's first dropdown
     assert [label for label, _ in offered["ce"]] == ["seed 4: 90.00% val", "seed 1: 86.00% val", "seed 0: 81.00% val"]
     assert offered["ce"][0][1] == str(RunDir(tmp_path, "r4").model)
     assert [label for label, _ in offered["bce"]] == ["seed 2: 84.00% val"]
@@ -171,3 +172,102 @@ def test_a_failed_row_has_every_column_of_a_finished_one_and_no_weights(tmp_path
     assert list(failed) == list(ok)
     assert failed["model_sha256"] == "" and pd.isna(failed["val_accuracy"]) and pd.isna(failed["val_loss"])
     assert failed["config"] == ok["config"] == json.dumps(asdict(cfg), sort_keys=True)  # canonical: keys sorted
+
+
+# ------------------------------------------------------------ killers of mutants that survived the full run
+
+def test_rows_without_a_recorded_precision_are_a_population_of_their_own():
+    runs = _runs([("cpu", "fp32", "ce", 2), ("cpu", "fp32", "bce", 2), ("cpu", "x", "ce", 3), ("cpu", "x", "bce", 3)])
+    runs.loc[runs["precision"] == "x", "precision"] = None
+    chosen, note = R.one_population(runs)
+    assert len(chosen) == 6 and chosen["precision"].isna().all()  # the largest: its rows, not none of them
+    assert list(chosen.columns) == list(runs.columns) and list(chosen.index) == list(range(6))
+    assert note == ("Analysed: the 6 runs on cpu/unrecorded; left out, as a separate population: "
+                    "4 run(s) on cpu/fp32.")
+
+
+def test_an_index_that_records_the_device_only_is_split_by_device():
+    runs = _runs([("cuda", "-", "ce", 2), ("cuda", "-", "bce", 2), ("cpu", "-", "ce", 1)]).drop(columns="precision")
+    chosen, note = R.one_population(runs)
+    assert set(chosen["device"]) == {"cuda"} and len(chosen) == 4
+    assert note == "Analysed: the 4 runs on cuda; left out, as a separate population: 1 run(s) on cpu."
+    with pytest.raises(ValueError, match=r"No runs on cuda/bf16 here; the populations there are: none\."):
+        R.one_population(runs, choose=("cuda", "bf16"))  # a population is a device and a precision
+
+
+def test_when_no_population_can_compare_the_largest_is_taken():
+    runs = _runs([("cpu", "fp32", "ce", 2), ("cpu", "bf16", "ce", 3), ("cuda", "bf16", "bce", 1)])
+    chosen, note = R.one_population(runs)
+    assert set(chosen["precision"]) == {"bf16"} and set(chosen["device"]) == {"cpu"} and len(chosen) == 3
+    assert note == ("Analysed: the 3 runs on cpu/bf16; left out, as a separate population: 2 run(s) on cpu/fp32, "
+                    "1 run(s) on cuda/bf16.")
+
+
+def test_no_runs_are_no_population_and_no_note():
+    empty = _runs([("cpu", "fp32", "ce", 1)]).iloc[:0]
+    chosen, note = R.one_population(empty, prefer=("cpu", "fp32"))
+    assert chosen.empty and note == ""
+    with pytest.raises(ValueError, match=r"the populations there are: none\.$"):
+        R.one_population(empty, choose=("cpu", "fp32"))
+
+
+def test_without_a_loss_column_this_machines_population_is_preferred():
+    runs = _runs([("cpu", "fp32", "ce", 1), ("cpu", "bf16", "ce", 3)]).drop(columns="loss")
+    chosen, note = R.one_population(runs, prefer=("cpu", "fp32"))
+    assert set(chosen["precision"]) == {"fp32"} and len(chosen) == 1
+    assert note == "Analysed: the 1 runs on cpu/fp32; left out, as a separate population: 3 run(s) on cpu/bf16."
+
+
+def test_the_note_says_both_what_was_analysed_and_why_this_machines_own_was_passed_over():
+    runs = _runs([("cpu", "fp32", "ce", 4), ("cpu", "fp32", "bce", 4), ("cpu", "bf16", "ce", 2),
+                  ("cpu", "bf16", "bce", 2)])
+    _, note = R.one_population(runs, prefer=("cpu", "bf16"), min_per_loss=3)
+    assert note == ("Analysed: the 8 runs on cpu/fp32; left out, as a separate population: 4 run(s) on cpu/bf16. "
+                    "This machine's own population (cpu/bf16) has fewer than 3 runs of each loss yet.")
+
+
+def test_readers_keep_the_columns_and_number_the_rows_afresh(tmp_path):
+    runs = pd.DataFrame({"run_id": list("abc"), "loss": ["ce", "bce", "ce"], "arm": ["ce", "bce", "ce-paired"]})
+    kept = R.fixed_design(runs)
+    assert list(kept.columns) == list(runs.columns) and list(kept.index) == [0, 1]
+    _history(tmp_path, "r1", [10, 20])
+    _history(tmp_path, "r2", [10, 20, 30])
+    curves = R.load_histories(tmp_path, pd.DataFrame({"run_id": ["r1", "r2"], "loss": ["ce", "bce"], "seed": [0, 1]}))
+    assert list(curves.index) == list(range(5)) and "index" not in curves.columns
+
+
+def test_population_of_needs_both_columns():
+    with pytest.raises(ValueError, match="got no runs"):
+        R.population_of(pd.DataFrame({"precision": ["fp32"]}))
+    with pytest.raises(ValueError, match="got no runs"):
+        R.population_of(pd.DataFrame({"device": ["cpu"]}))
+
+
+def test_a_row_from_before_the_processor_was_recorded_has_an_empty_key_and_says_so():
+    assert R.processor_key({"processor": float("nan"), "isa": None}) == ("", "")
+    assert R.processor_key({}) == ("", "")
+    assert R.processor_key({"processor": "AMD EPYC", "isa": "avx2"}) == ("AMD EPYC", "avx2")
+    assert R.describe_processor(("", "")) == "an unrecorded processor (rows from before 2026-12)"
+    assert R.describe_processor(("AMD EPYC", "avx2")) == "AMD EPYC [avx2]"
+
+
+def test_a_torn_index_is_rebuilt_and_said_so_by_default(tmp_path, capsys):
+    RunDir(tmp_path, "test-ce-seed1-bbbbbbbb").write_meta(
+        {"run_id": "test-ce-seed1-bbbbbbbb", "status": "ok", "loss": "ce", "seed": 1, "val_accuracy": 0.9})
+    R.runs_csv(tmp_path).write_bytes(b"\xff\xfe not a csv")
+    rebuilt = R.sync_index(tmp_path)
+    assert list(rebuilt["run_id"]) == ["test-ce-seed1-bbbbbbbb"]
+    out = capsys.readouterr().out
+    assert f"; rebuilt it from 1 run folder(s) in {tmp_path / 'runs'}. Rows of runs without a folder there could " \
+           "not be recovered." in out
+
+
+def test_study_checkpoints_read_the_results_folder_by_default(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    results.mkdir()
+    pd.DataFrame([{"run_id": "r0", "status": "ok", "loss": "ce", "seed": 0, "val_accuracy": 0.8,
+                   "profile": "cpu"}]).to_csv(R.runs_csv(results), index=False)
+    RunDir(results, "r0").path.mkdir(parents=True)
+    RunDir(results, "r0").model.write_bytes(b"w")
+    monkeypatch.chdir(tmp_path)
+    assert [label for label, _ in R.study_checkpoints()["ce"]] == ["seed 0: 80.00% val"]

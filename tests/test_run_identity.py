@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import tiny_config
@@ -401,3 +402,89 @@ def test_fields_added_later_leave_earlier_ids_alone(tmp_path):
     assert not set(IDENTITY_NEUTRAL) & set(identity)
     assert tiny_config(tmp_path, head_lr_scale=2.0).run_id() != cfg.run_id()
     assert tiny_config(tmp_path, head_init="paired").run_id() != cfg.run_id()
+
+
+# ------------------------------------------------- the resume paths a study takes (killers of surviving mutants)
+
+def test_a_state_of_another_run_is_refused_even_when_its_config_is_the_same(tmp_path, monkeypatch):
+    """A state names the run it belongs to (the data's content is part of the run id, not of the config)."""
+    cfg = _interrupted_run(tmp_path, monkeypatch)
+    path = RunDir(cfg.out_dir, cfg.run_id()).state
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "run_id": "test-ce-seed0-0123abcd"}, path)
+    with pytest.raises(CheckpointError, match=r"state\.pt belongs to another configuration; delete it"):
+        train(cfg, resume=True)
+
+
+def test_a_state_from_before_run_ids_resumes_when_its_config_matches(tmp_path, monkeypatch):
+    cfg = _interrupted_run(tmp_path, monkeypatch)
+    path = RunDir(cfg.out_dir, cfg.run_id()).state
+    state = torch.load(path, weights_only=True)
+    assert state["run_id"] == cfg.run_id()
+    del state["run_id"]
+    torch.save(state, path)
+    assert train(cfg, resume=True).resumed_from_step == 8
+
+
+def test_a_state_that_is_not_a_dict_is_refused_with_its_path(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=4, eval_interval=2)
+    path = RunDir(cfg.out_dir, cfg.run_id()).state
+    path.parent.mkdir(parents=True)
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError, match=rf"^{path} is not a training state of this project; delete it"):
+        train(cfg, resume=True)
+    path.write_bytes(b"torn")
+    with pytest.raises(CheckpointError, match=rf"^{path} cannot be read to resume \(.*\)\. Fix: delete it to "
+                                              r"start the run afresh\.$"):
+        train(cfg, resume=True)
+
+
+def test_a_study_resumes_an_interrupted_run_from_its_saved_step(tmp_path, monkeypatch):
+    cfg = _interrupted_run(tmp_path, monkeypatch)
+    rows = run_configs([cfg], cfg.out_dir, quiet=True)
+    meta = json.loads(RunDir(cfg.out_dir, cfg.run_id()).meta.read_text())
+    assert meta["resumed_from_step"] == 8 and rows["status"].tolist() == ["ok"]
+
+
+def test_train_unless_finished_returns_a_finished_runs_row_without_training(tmp_path, monkeypatch):
+    from nanogpt.run import train as train_module
+
+    cfg = tiny_config(tmp_path, max_steps=4, eval_interval=2)
+    run = RunDir(cfg.out_dir, cfg.run_id())
+    status, row = train_module.train_unless_finished(cfg, run)
+    assert status == "ok" and row["run_id"] == cfg.run_id() and row["status"] == "ok"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train_module, "train_claimed", no_training)
+    assert train_module.train_unless_finished(cfg, run) == ("ok", row)
+
+
+def test_train_unless_finished_reports_a_nan_loss_as_a_failed_row(tmp_path, monkeypatch):
+    from nanogpt.core import losses
+    from nanogpt.run import train as train_module
+
+    real = losses.CrossEntropyCriterion.loss
+    monkeypatch.setattr(losses.CrossEntropyCriterion, "loss",
+                        lambda self, logits, labels: real(self, logits, labels) * float("nan"))
+    cfg = tiny_config(tmp_path, max_steps=4, eval_interval=2)
+    status, row = train_module.train_unless_finished(cfg, RunDir(cfg.out_dir, cfg.run_id()))
+    assert status == "failed" and row["status"] == "failed" and row["run_id"] == cfg.run_id()
+    assert pd.isna(row["val_accuracy"])
+
+
+def test_training_a_run_another_process_holds_is_one_clear_error(tmp_path):
+    import os
+
+    from nanogpt.run.train import RunClaimedError
+
+    cfg = tiny_config(tmp_path, max_steps=4, eval_interval=2)
+    run = RunDir(cfg.out_dir, cfg.run_id())
+    with run.claim() as mine:  # a second open file's flock conflicts even within one process
+        assert mine
+        with pytest.raises(RunClaimedError, match=rf"^run {cfg.run_id()} is being trained by another process \(pid "
+                                                  rf"{os.getpid()}\); its result will appear in "
+                                                  rf"{runs_csv(cfg.out_dir)}\.$"):
+            train(cfg)
+    assert not run.meta.exists()  # nothing was trained

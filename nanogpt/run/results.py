@@ -8,6 +8,7 @@ rows of runs whose folders are not here (committed results, without their checkp
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -205,40 +206,43 @@ def one_population(runs: pd.DataFrame, prefer: tuple[str, str] | None = None,
     loss (what a comparison needs; a population still being trained may not); otherwise the largest population
     that has them, else the largest."""
     keys = [c for c in ("device", "precision") if c in runs.columns]
+    labels = _population_labels(runs, keys)
     if choose is not None:
-        present = runs.groupby(keys).size() if len(keys) == 2 and not runs.empty else pd.Series(dtype=int)
-        if tuple(choose) not in present.index:
-            there = ", ".join(f"{'/'.join(k)} ({n} runs)" for k, n in present.items()) or "none"
+        present = Counter(labels) if len(keys) == 2 else Counter()
+        if tuple(choose) not in present:
+            there = ", ".join(f"{'/'.join(k)} ({n} runs)" for k, n in sorted(present.items())) or "none"
             raise ValueError(f"No runs on {'/'.join(choose)} here; the populations there are: {there}.")
     if runs.empty or not keys:
         return runs, ""
-    groups = runs.groupby(keys, dropna=False)
-    if groups.ngroups == 1:
+    counts = Counter(labels)
+    if len(counts) == 1:
         return runs, ""
-    sizes = groups.size().sort_values(ascending=False, kind="stable")
+    order = sorted(counts, key=lambda k: (-counts[k], k))  # the largest first; ties by name
 
     def comparable(key) -> bool:
         if "loss" not in runs.columns:
             return True
-        counts = groups.get_group(key)["loss"].value_counts()
-        return all(counts.get(loss, 0) >= min_per_loss for loss in ("ce", "bce"))
+        losses = Counter(loss for label, loss in zip(labels, runs["loss"]) if label == key)
+        return all(losses[loss] >= min_per_loss for loss in ("ce", "bce"))
 
     preferred = tuple(prefer) if prefer is not None and len(keys) == 2 else None
-    if preferred in sizes.index and comparable(preferred):
-        sizes = pd.concat([sizes.loc[[preferred]], sizes.drop(preferred)])
-    chosen = tuple(choose) if choose is not None else next((k for k in sizes.index if comparable(k)), sizes.index[0])
-    chosen = chosen if isinstance(chosen, tuple) else (chosen,)
-    mask = pd.Series(True, index=runs.index)
-    for key, value in zip(keys, chosen):
-        mask &= runs[key] == value
-    others = ", ".join(f"{n} run(s) on {'/'.join(map(str, k if isinstance(k, tuple) else (k,)))}"
-                       for k, n in sizes.items() if (k if isinstance(k, tuple) else (k,)) != chosen)
-    note = (f"Analysed: the {int(mask.sum())} runs on {'/'.join(map(str, chosen))}; left out, as a separate "
+    if preferred in counts and comparable(preferred):
+        order = [preferred] + [k for k in order if k != preferred]
+    chosen = tuple(choose) if choose is not None else next((k for k in order if comparable(k)), order[0])
+    mask = [label == chosen for label in labels]
+    others = ", ".join(f"{counts[k]} run(s) on {'/'.join(k)}" for k in order if k != chosen)
+    note = (f"Analysed: the {sum(mask)} runs on {'/'.join(chosen)}; left out, as a separate "
             f"population: {others}.")
-    if choose is None and preferred in sizes.index and preferred != chosen:
+    if choose is None and preferred in counts and preferred != chosen:
         note += (f" This machine's own population ({'/'.join(preferred)}) has fewer than {min_per_loss} runs of "
                  "each loss yet.")
     return runs[mask].reset_index(drop=True), note
+
+
+def _population_labels(runs: pd.DataFrame, keys: list[str]) -> list[tuple[str, ...]]:
+    """Each row's (device, precision) as strings; a value not recorded is 'unrecorded', a population of its own."""
+    return [tuple("unrecorded" if pd.isna(v) else str(v) for v in values)
+            for values in runs[keys].itertuples(index=False, name=None)]
 
 
 def population_of(runs: pd.DataFrame) -> str:
