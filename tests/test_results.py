@@ -271,3 +271,63 @@ def test_study_checkpoints_read_the_results_folder_by_default(tmp_path, monkeypa
     RunDir(results, "r0").model.write_bytes(b"w")
     monkeypatch.chdir(tmp_path)
     assert [label for label, _ in R.study_checkpoints()["ce"]] == ["seed 0: 80.00% val"]
+
+
+def _write_index(tmp_path, frame):
+    path = R.runs_csv(tmp_path)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_an_index_without_run_ids_is_refused_with_what_it_lacks(tmp_path):
+    path = _write_index(tmp_path, pd.DataFrame({"loss": ["ce"], "val_accuracy": [0.8]}))
+    with pytest.raises(R.ResultsIndexError, match=rf"^{path} lacks column\(s\) \['run_id'\]: it is torn or not a "
+                                                  r"results index\.$"):
+        R.read_results(path)
+
+
+def test_torn_rows_are_named_by_their_numbers(tmp_path):
+    good = {"run_id": "r", "status": "ok", "config": "{}", "val_accuracy": 0.8}
+    rows = [good, {**good, "config": "[1]"}, {**good, "status": "done"}, good, {**good, "config": "{torn"},
+            {**good, "status": None}]  # a list is JSON but not a config; an empty status is a row from before it
+    path = _write_index(tmp_path, pd.DataFrame(rows))
+    with pytest.raises(R.ResultsIndexError, match=rf"^{path}: row\(s\) \[1, 2, 4\] are torn \(no run id, a config "
+                                                  r"that is not JSON, or an unknown status\)\.$"):
+        R.read_results(path)
+    many = _write_index(tmp_path, pd.DataFrame([{**good, "status": "?"}] * 12))
+    with pytest.raises(R.ResultsIndexError, match=r"row\(s\) \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\] are torn"):
+        R.read_results(many)  # the first ten
+    statusless = _write_index(tmp_path, pd.DataFrame([{"run_id": "r", "val_accuracy": 0.8}]))
+    assert list(R.read_results(statusless)["run_id"]) == ["r"]
+
+
+def test_finished_rows_are_numbered_afresh():
+    runs = pd.DataFrame({"run_id": list("abc"), "status": ["failed", "ok", "ok"], "val_accuracy": [None, 0.8, 0.9]})
+    kept = R.finished(runs)
+    assert list(kept["run_id"]) == ["b", "c"] and list(kept.index) == [0, 1]
+    assert list(kept.columns) == list(runs.columns)
+
+
+def test_a_result_row_names_its_arm(tmp_path):
+    from conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, loss="bce")
+    row = R.result_row(cfg, "test-bce-seed0-dddddddd", 512, 256, "cpu", "fp32", "ok", val_accuracy=0.8)
+    assert row["arm"] == cfg.arm() == "bce" and row["loss"] == "bce" and row["run_id"] == "test-bce-seed0-dddddddd"
+
+
+def test_sync_creates_a_missing_index_from_the_folders_and_says_so(tmp_path, capsys):
+    def row(run_id, acc):
+        return {"run_id": run_id, "status": "ok", "loss": "ce", "seed": 0, "val_accuracy": acc}
+
+    for i, rid in enumerate(["test-ce-seed0-aaaaaaaa", "test-ce-seed1-bbbbbbbb"]):
+        RunDir(tmp_path, rid).write_meta(row(rid, 0.8 + i / 10))
+    merged = R.sync_index(tmp_path)
+    assert f"{R.runs_csv(tmp_path)}: added 2 run(s) found in their folders but missing from the index" in \
+        capsys.readouterr().out
+    assert sorted(merged["run_id"]) == ["test-ce-seed0-aaaaaaaa", "test-ce-seed1-bbbbbbbb"]
+    assert list(merged.index) == [0, 1] and "index" not in merged.columns
+    RunDir(tmp_path, "test-bce-seed2-cccccccc").write_meta(row("test-bce-seed2-cccccccc", 0.7))  # sorts first
+    merged = R.sync_index(tmp_path, verbose=False)  # an index there: the new folder's row is added after its rows
+    assert list(merged.index) == [0, 1, 2] and merged["run_id"].iloc[2] == "test-bce-seed2-cccccccc"
+    assert list(R.read_results(R.runs_csv(tmp_path))["run_id"]) == list(merged["run_id"])
