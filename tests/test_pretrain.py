@@ -1,6 +1,7 @@
 """Pre-training (`pretrain`) and fine-tuning from its backbone (`--init lm:<checkpoint>`)."""
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -174,7 +175,8 @@ def test_the_run_id_names_the_backbone_by_content(tmp_path, backbone):
 ])
 def test_a_backbone_that_does_not_fit_is_one_clear_error(tmp_path, backbone, change, message):
     cfg = tiny_config(tmp_path, init=f"lm:{backbone.path}", **change).validate()
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=rf"^The backbone {re.escape(str(backbone.path))} does not fit this run: "
+                                         rf".*{message}"):
         build_model(cfg, 2)
 
 

@@ -168,3 +168,44 @@ def test_training_loss_is_logged_densely_between_validation_passes(tmp_path):
     assert h["train_loss"].notna().all()  # each the mean over the steps since the previous point
     assert h.loc[h["val_accuracy"].notna(), "step"].tolist() == [6, 12]  # validation only at its interval
     assert h["val_accuracy"].dropna().iloc[-1] == pytest.approx(result.val_accuracy)
+
+
+# ------------------------------------------------------------ killers of mutants of run/train.py that survived
+
+@pytest.mark.parametrize("warmup, max_steps", [(4, 5), (0, 1), (0, 7), (10, 110)])
+def test_the_schedule_reaches_its_floor_at_max_steps_and_its_peak_after_warmup(warmup, max_steps):
+    cfg = TrainConfig(learning_rate=1.0, min_lr_ratio=0.1, warmup_steps=warmup, max_steps=max_steps)
+    assert learning_rate_at(warmup, cfg) == pytest.approx(1.0)
+    assert learning_rate_at(max_steps, cfg) == pytest.approx(0.1)
+
+
+def test_a_gpt2_init_builds_from_gpt2_with_the_runs_attention(tmp_path, monkeypatch):
+    from nanogpt.core.model import GPTClassifier
+    from nanogpt.run.train import build_model
+
+    calls = []
+    monkeypatch.setattr(GPTClassifier, "from_pretrained_gpt2",
+                        classmethod(lambda cls, mc, attention: calls.append((mc.n_outputs, attention)) or "gpt2"))
+    cfg = tiny_config(tmp_path, init="gpt2", attention="manual")
+    assert build_model(cfg, 2) == "gpt2" and calls == [(2, "manual")]
+
+
+def test_a_run_sets_the_thread_count_it_asks_for(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        train(tiny_config(tmp_path, max_steps=2, eval_interval=2, num_threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_training_split_smaller_than_a_batch_says_how_many_rows_would_do(tmp_path):
+    from nanogpt.data.imdb import DataValidationError
+    from nanogpt.run.train import check_batch_fits
+
+    cfg = tiny_config(tmp_path, train_limit=None, val_limit=None, batch_size=32, val_fraction=0.2)
+    with pytest.raises(DataValidationError, match=rf"^{cfg.source}: the training split has 20 reviews, fewer than one "
+                                                  r"batch of 32\. Fix: give at least 32 training reviews \(about 41 "
+                                                  r"rows before the split\), or --set batch_size=20 or smaller\.$"):
+        check_batch_fits(20, cfg)  # 32 / (1 - 0.2) + 1 rows leave 32 after a fifth is held out
