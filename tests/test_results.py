@@ -331,3 +331,19 @@ def test_sync_creates_a_missing_index_from_the_folders_and_says_so(tmp_path, cap
     merged = R.sync_index(tmp_path, verbose=False)  # an index there: the new folder's row is added after its rows
     assert list(merged.index) == [0, 1, 2] and merged["run_id"].iloc[2] == "test-bce-seed2-cccccccc"
     assert list(R.read_results(R.runs_csv(tmp_path))["run_id"]) == list(merged["run_id"])
+
+
+def test_a_row_has_the_indexs_columns_in_order_with_its_numbers_empty_until_given(tmp_path):
+    import math
+
+    from conftest import tiny_config
+
+    cfg = tiny_config(tmp_path)
+    row = R.result_row(cfg, "test-ce-seed0-cccccccc", 512, 256, "cpu", "fp32", "failed", error="loss became nan")
+    assert list(row) == ["run_id", "status", "loss", "arm", "seed", "profile", "source", "split_seed", "n_train",
+                         "n_val", "val_accuracy", "val_loss", "roc_auc", "ece", "f1", "steps", "train_seconds",
+                         "tokens_per_second", "device", "precision", "torch_version", "config", "error", "data", "keep",
+                         "model_sha256", "init", "processor", "isa"]
+    numbers = ("val_accuracy", "val_loss", "roc_auc", "ece", "f1", "train_seconds", "tokens_per_second")
+    assert all(math.isnan(row[k]) for k in numbers) and row["steps"] == cfg.max_steps == 12
+    assert row["error"] == "loss became nan" and row["init"] == "scratch"

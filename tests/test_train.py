@@ -209,3 +209,15 @@ def test_a_training_split_smaller_than_a_batch_says_how_many_rows_would_do(tmp_p
                                                   r"batch of 32\. Fix: give at least 32 training reviews \(about 41 "
                                                   r"rows before the split\), or --set batch_size=20 or smaller\.$"):
         check_batch_fits(20, cfg)  # 32 / (1 - 0.2) + 1 rows leave 32 after a fifth is held out
+
+
+def test_a_run_that_is_not_quiet_says_what_it_tokenized(tmp_path, capsys):
+    from nanogpt.data.imdb import load_imdb
+
+    source = tmp_path / "small.csv"
+    load_imdb()["train"].select(range(80)).to_pandas().to_csv(source, index=False)
+    small = dict(source=str(source), train_limit=None, val_limit=None, max_steps=2, eval_interval=2)
+    train(tiny_config(tmp_path / "a", quiet=True, cache_dir=str(tmp_path / "q"), **small))
+    assert "tokenized" not in capsys.readouterr().out
+    train(tiny_config(tmp_path / "b", quiet=False, cache_dir=str(tmp_path / "v"), **small))
+    assert "tokenized 80 reviews in " in capsys.readouterr().out
