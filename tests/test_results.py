@@ -347,3 +347,23 @@ def test_a_row_has_the_indexs_columns_in_order_with_its_numbers_empty_until_give
     numbers = ("val_accuracy", "val_loss", "roc_auc", "ece", "f1", "train_seconds", "tokens_per_second")
     assert all(math.isnan(row[k]) for k in numbers) and row["steps"] == cfg.max_steps == 12
     assert row["error"] == "loss became nan" and row["init"] == "scratch"
+
+
+def test_an_upsert_into_a_torn_index_rebuilds_it_from_the_folders_first(tmp_path):
+    def row(run_id, acc):
+        return {"run_id": run_id, "status": "ok", "loss": "ce", "seed": 0, "val_accuracy": acc}
+
+    RunDir(tmp_path, "test-ce-seed0-aaaaaaaa").write_meta(row("test-ce-seed0-aaaaaaaa", 0.8))
+    R.runs_csv(tmp_path).write_bytes(b"\xff\xfe not a csv")
+    R.upsert_result_row(R.runs_csv(tmp_path), row("test-ce-seed1-bbbbbbbb", 0.9))
+    index = R.read_results(R.runs_csv(tmp_path))
+    assert list(index["run_id"]) == ["test-ce-seed0-aaaaaaaa", "test-ce-seed1-bbbbbbbb"]
+    assert (tmp_path / "runs.csv.lock").is_file()  # the lock sits beside the index it guards
+
+
+def test_sync_locks_the_index_it_syncs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    RunDir(tmp_path / "out", "test-ce-seed0-aaaaaaaa").write_meta(
+        {"run_id": "test-ce-seed0-aaaaaaaa", "status": "ok", "loss": "ce", "seed": 0, "val_accuracy": 0.8})
+    R.sync_index(tmp_path / "out", verbose=False)
+    assert (tmp_path / "out" / "runs.csv.lock").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]

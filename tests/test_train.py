@@ -221,3 +221,17 @@ def test_a_run_that_is_not_quiet_says_what_it_tokenized(tmp_path, capsys):
     assert "tokenized" not in capsys.readouterr().out
     train(tiny_config(tmp_path / "b", quiet=False, cache_dir=str(tmp_path / "v"), **small))
     assert "tokenized 80 reviews in " in capsys.readouterr().out
+
+
+def test_the_logged_training_loss_is_the_mean_over_its_interval_and_the_clock_starts_at_zero(tmp_path, monkeypatch):
+    import time
+
+    from nanogpt.core import losses
+
+    real = losses.CrossEntropyCriterion.loss
+    monkeypatch.setattr(losses.CrossEntropyCriterion, "loss",
+                        lambda self, logits, labels: real(self, logits, labels) * 0 + 0.5)
+    monkeypatch.setattr(time, "perf_counter", lambda: 100.0)  # a clock that never moves: no time is spent
+    result = train(tiny_config(tmp_path, max_steps=6, eval_interval=3))
+    assert result.history["train_loss"].tolist() == [0.5, 0.5]
+    assert result.row["train_seconds"] == 0.0
