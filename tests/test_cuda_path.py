@@ -82,11 +82,14 @@ def test_compiled_run_resumes_where_it_stopped(tmp_path, monkeypatch):
             raise KeyboardInterrupt("interrupted at step 4")
         return original(step, c)
 
+    compiles, real_compile = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiles.append(kw) or real_compile(model, **kw))
     monkeypatch.setattr(T, "learning_rate_at", stop_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         T.train(cfg)
     monkeypatch.setattr(T, "learning_rate_at", original)
     resumed = T.train(cfg, resume=True)
+    assert compiles == [{"dynamic": True}] * 2  # both legs compiled, with dynamic shapes (batches vary in length)
     assert resumed.resumed_from_step == 3  # the compiled run continued from its saved state
     assert resumed.history["step"].tolist() == eager.history["step"].tolist() == list(range(1, 7))
     diff = (resumed.history["train_loss"] - eager.history["train_loss"]).abs().max()

@@ -367,3 +367,14 @@ def test_sync_locks_the_index_it_syncs(tmp_path, monkeypatch):
         {"run_id": "test-ce-seed0-aaaaaaaa", "status": "ok", "loss": "ce", "seed": 0, "val_accuracy": 0.8})
     R.sync_index(tmp_path / "out", verbose=False)
     assert (tmp_path / "out" / "runs.csv.lock").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_finished_row_of_another_processor_is_never_replaced_and_the_error_names_both(tmp_path):
+    path = R.runs_csv(tmp_path)
+    first = {"run_id": "r1", "status": "ok", "val_accuracy": 0.8, "processor": "Xeon", "isa": "avx512f"}
+    R.upsert_result_row(path, first)
+    with pytest.raises(R.ForeignRowError, match=rf"^{path}: run r1 is already finished there, trained on Xeon "
+                                                r"\[avx512f\]; here it runs on EPYC \[avx2\], where its numbers differ"):
+        R.upsert_result_row(path, {**first, "val_accuracy": 0.9, "processor": "EPYC", "isa": "avx2"})
+    R.upsert_result_row(path, {"run_id": "r1", "status": "ok", "val_accuracy": 0.7})  # a row that names none
+    assert R.read_results(path)["val_accuracy"].tolist() == [0.7]

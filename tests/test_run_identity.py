@@ -488,3 +488,18 @@ def test_training_a_run_another_process_holds_is_one_clear_error(tmp_path):
                                                   rf"{runs_csv(cfg.out_dir)}\.$"):
             train(cfg)
     assert not run.meta.exists()  # nothing was trained
+
+
+def test_a_resumed_run_keeps_the_development_choice_it_had_made(tmp_path, monkeypatch):
+    from nanogpt.run.selection import DevSelection
+
+    cfg = _interrupted_run(tmp_path, monkeypatch, dev_fraction=0.2, keep_best=True)
+    saved = torch.load(RunDir(cfg.out_dir, cfg.run_id()).state, weights_only=True)["selection"]
+    assert saved["best_step"] == 8  # the one validation pass before the interruption
+    loaded = []
+    real_load = DevSelection.load
+    monkeypatch.setattr(DevSelection, "load", lambda self, state: loaded.append(state) or real_load(self, state))
+    resumed = train(cfg, resume=True)
+    assert len(loaded) == 1 and set(loaded[0]) == set(saved) and loaded[0]["best_step"] == 8
+    assert resumed.resumed_from_step == 8
+    assert resumed.row["best_step"] in (8, 16)

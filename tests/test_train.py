@@ -211,16 +211,17 @@ def test_a_training_split_smaller_than_a_batch_says_how_many_rows_would_do(tmp_p
         check_batch_fits(20, cfg)  # 32 / (1 - 0.2) + 1 rows leave 32 after a fifth is held out
 
 
-def test_a_run_that_is_not_quiet_says_what_it_tokenized(tmp_path, capsys):
+def test_a_quiet_run_prints_nothing_and_another_says_what_it_tokenized_and_trained(tmp_path, capsys):
     from nanogpt.data.imdb import load_imdb
 
     source = tmp_path / "small.csv"
     load_imdb()["train"].select(range(80)).to_pandas().to_csv(source, index=False)
     small = dict(source=str(source), train_limit=None, val_limit=None, max_steps=2, eval_interval=2)
     train(tiny_config(tmp_path / "a", quiet=True, cache_dir=str(tmp_path / "q"), **small))
-    assert "tokenized" not in capsys.readouterr().out
-    train(tiny_config(tmp_path / "b", quiet=False, cache_dir=str(tmp_path / "v"), **small))
-    assert "tokenized 80 reviews in " in capsys.readouterr().out
+    assert capsys.readouterr().out == ""  # quiet: not a line
+    result = train(tiny_config(tmp_path / "b", quiet=False, cache_dir=str(tmp_path / "v"), **small))
+    out = capsys.readouterr().out
+    assert "tokenized 80 reviews in " in out and f"run {result.run_id}: " in out and "M parameters" in out
 
 
 def test_the_logged_training_loss_is_the_mean_over_its_interval_and_the_clock_starts_at_zero(tmp_path, monkeypatch):
