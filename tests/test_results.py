@@ -378,3 +378,17 @@ def test_a_finished_row_of_another_processor_is_never_replaced_and_the_error_nam
         R.upsert_result_row(path, {**first, "val_accuracy": 0.9, "processor": "EPYC", "isa": "avx2"})
     R.upsert_result_row(path, {"run_id": "r1", "status": "ok", "val_accuracy": 0.7})  # a row that names none
     assert R.read_results(path)["val_accuracy"].tolist() == [0.7]
+
+
+@pytest.mark.parametrize("status, refused", [("failed", False), ("ok", True), (None, True)])
+def test_only_a_finished_row_of_another_processor_is_kept_from_replacement(tmp_path, status, refused):
+    path = R.runs_csv(tmp_path)
+    prior = {"run_id": "r1", "status": status, "val_accuracy": 0.8, "processor": "Xeon", "isa": "avx512f"}
+    R.upsert_result_row(path, prior)  # an empty status: a row from before statuses, finished if it has a score
+    here = {**prior, "status": "ok", "val_accuracy": 0.9, "processor": "EPYC", "isa": "avx2"}
+    if refused:
+        with pytest.raises(R.ForeignRowError):
+            R.upsert_result_row(path, here)
+    else:
+        R.upsert_result_row(path, here)  # a failed run is no result: trained here, its row is replaced
+        assert R.read_results(path)["processor"].tolist() == ["EPYC"]

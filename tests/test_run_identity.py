@@ -422,6 +422,7 @@ def test_a_state_from_before_run_ids_resumes_when_its_config_matches(tmp_path, m
     state = torch.load(path, weights_only=True)
     assert state["run_id"] == cfg.run_id()
     del state["run_id"]
+    state["config"] = {**state["config"], "checkpoint_interval": 5, "quiet": False}  # run-local: not the identity
     torch.save(state, path)
     assert train(cfg, resume=True).resumed_from_step == 8
 
@@ -503,3 +504,27 @@ def test_a_resumed_run_keeps_the_development_choice_it_had_made(tmp_path, monkey
     assert len(loaded) == 1 and set(loaded[0]) == set(saved) and loaded[0]["best_step"] == 8
     assert resumed.resumed_from_step == 8
     assert resumed.row["best_step"] in (8, 16)
+
+
+class _Touch:
+    """Unpickled, it would create a file: what a state file must never be able to do."""
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_a_state_that_would_run_code_is_refused_and_runs_none(tmp_path, monkeypatch):
+    cfg = _interrupted_run(tmp_path, monkeypatch)
+    path = RunDir(cfg.out_dir, cfg.run_id()).state
+    marker = tmp_path / "code-ran"
+    torch.save({**torch.load(path, weights_only=True), "extra": _Touch(marker)}, path)
+    with pytest.raises(CheckpointError, match=r"state\.pt cannot be read to resume \(Unsupported global: GLOBAL "):
+        train(cfg, resume=True)
+    assert not marker.exists()
+
+
+def test_a_run_started_without_resume_starts_afresh_beside_a_saved_state(tmp_path, monkeypatch):
+    cfg = _interrupted_run(tmp_path, monkeypatch)
+    assert train(cfg).resumed_from_step == 0  # resume is asked for, never assumed

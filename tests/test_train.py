@@ -211,17 +211,29 @@ def test_a_training_split_smaller_than_a_batch_says_how_many_rows_would_do(tmp_p
         check_batch_fits(20, cfg)  # 32 / (1 - 0.2) + 1 rows leave 32 after a fifth is held out
 
 
-def test_a_quiet_run_prints_nothing_and_another_says_what_it_tokenized_and_trained(tmp_path, capsys):
+def test_a_quiet_run_prints_nothing_and_another_says_what_it_tokenized_and_trains(tmp_path, capsys):
+    import re
+
     from nanogpt.data.imdb import load_imdb
+    from nanogpt.run.train import build_model
 
     source = tmp_path / "small.csv"
     load_imdb()["train"].select(range(80)).to_pandas().to_csv(source, index=False)
-    small = dict(source=str(source), train_limit=None, val_limit=None, max_steps=2, eval_interval=2)
+    small = dict(source=str(source), train_limit=None, val_limit=None, max_steps=2, eval_interval=2,
+                 precision="fp32")
     train(tiny_config(tmp_path / "a", quiet=True, cache_dir=str(tmp_path / "q"), **small))
     assert capsys.readouterr().out == ""  # quiet: not a line
-    result = train(tiny_config(tmp_path / "b", quiet=False, cache_dir=str(tmp_path / "v"), **small))
+    cfg = tiny_config(tmp_path / "b", quiet=False, cache_dir=str(tmp_path / "v"), **small)
+    result = train(cfg)
     out = capsys.readouterr().out
-    assert "tokenized 80 reviews in " in out and f"run {result.run_id}: " in out and "M parameters" in out
+    model = build_model(cfg.validate(), 2)
+    assert "tokenized 80 reviews in " in out
+    assert (f"run {result.run_id}: {model.num_parameters() / 1e6:.2f}M parameters ({model.num_parameters(True) / 1e6:.2f}"
+            f"M non-embedding), {result.row['n_train']} train / {result.row['n_val']} val reviews, cpu fp32\n") in out
+    own = train(cfg.replace(out_dir=str(tmp_path / "c"), dev_fraction=0.2, epochs=1.0))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(f"run {own.run_id}: "))
+    assert re.search(r"M non-embedding\), \d+ train / \d+ dev / \d+ val reviews, \d+ steps \(1 passes\), cpu fp32$",
+                     line), line
 
 
 def test_the_logged_training_loss_is_the_mean_over_its_interval_and_the_clock_starts_at_zero(tmp_path, monkeypatch):

@@ -94,7 +94,7 @@ def foreign_finished_row(old: pd.DataFrame, row: dict, key: str = "run_id") -> d
         return None
     same = old[old[key].astype(str) == str(row[key])]
     if "status" in same.columns:
-        same = same[same["status"].fillna("ok") == "ok"]
+        same = same[same["status"].astype(object).fillna("ok") == "ok"]
     for _, prior in same.iterrows():
         if processor_key(prior) != processor_key(row):
             return prior.to_dict()
@@ -183,7 +183,7 @@ def finished(runs: pd.DataFrame) -> pd.DataFrame:
     """Rows of runs that finished with a score; failed runs never count as an accuracy."""
     if runs.empty:
         return runs
-    ok = runs["status"].fillna("ok").eq("ok") if "status" in runs.columns else pd.Series(True, index=runs.index)
+    ok = runs["status"].astype(object).fillna("ok").eq("ok") if "status" in runs.columns else pd.Series(True, index=runs.index)
     return runs[ok & runs["val_accuracy"].notna()].reset_index(drop=True)
 
 
