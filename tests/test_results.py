@@ -1,5 +1,7 @@
 """The readers of the results index (run/results.py) on hand-built rows: which runs make a population, the fixed
 design, the tag a population's reports go under, learning curves and the checkpoints a panel offers."""
+import re
+
 import pandas as pd
 import pytest
 
@@ -392,3 +394,33 @@ def test_only_a_finished_row_of_another_processor_is_kept_from_replacement(tmp_p
     else:
         R.upsert_result_row(path, here)  # a failed run is no result: trained here, its row is replaced
         assert R.read_results(path)["processor"].tolist() == ["EPYC"]
+
+
+def test_refuse_foreign_refuses_before_training_and_names_the_index(tmp_path):
+    from nanogpt.core.runtime import processor_of
+
+    path = R.runs_csv(tmp_path)
+    R.upsert_result_row(path, {"run_id": "r1", "status": "ok", "val_accuracy": 0.8, "processor": "Xeon", "isa": "x"})
+    here = R.describe_processor(R.processor_key(processor_of("cpu")))
+    with pytest.raises(R.ForeignRowError, match=rf"^{path}: run r1 is already finished there, trained on Xeon \[x\]; "
+                                                rf"here it runs on {re.escape(here)}, where"):
+        R.refuse_foreign(path, "r1", "cpu")
+    R.refuse_foreign(path, "r2", "cpu")  # another run: nothing to refuse
+
+
+def test_the_index_reads_every_row_unless_asked_for_finished_ones_and_an_empty_file_is_no_rows(tmp_path):
+    path = R.runs_csv(tmp_path)
+    R.upsert_result_row(path, {"run_id": "r1", "status": "failed", "val_accuracy": None})
+    R.upsert_result_row(path, {"run_id": "r2", "status": "ok", "val_accuracy": 0.8})
+    assert R.read_results(path)["run_id"].tolist() == ["r1", "r2"]
+    assert R.read_results(path, finished_only=True)["run_id"].tolist() == ["r2"]
+    path.write_bytes(b"")
+    assert R.read_results(path).empty
+
+
+def test_an_unreadable_index_is_named_with_the_readers_complaint(tmp_path):
+    path = R.runs_csv(tmp_path)
+    path.write_bytes(b"run_id\n\xff\xfe\n")
+    with pytest.raises(R.ResultsIndexError, match=rf"^{path} is not a readable results index \(UnicodeDecodeError: "
+                                                  r"'utf-8' codec can't decode byte 0xff"):
+        R.read_results(path)
