@@ -161,6 +161,7 @@ def test_a_row_from_another_processor_is_never_replaced(tmp_path):
     with pytest.raises(ForeignRowError, match="Xeon.*never replaced.*--out"):
         train(cfg)
     assert not (out / "runs" / cfg.run_id() / "state.pt").exists()
+    assert not (out / "runs" / cfg.run_id() / "meta.json").exists()  # refused before it trained: nothing written
     with pytest.raises(ForeignRowError):
         upsert_result_row(index, row)
     assert run_configs([cfg], out, quiet=True)["val_accuracy"].tolist() == [0.5]  # counted finished, kept

@@ -1,5 +1,6 @@
 """Nothing stale, nothing stranded: each failure of issue 15 reproduced, then shown fixed."""
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -472,7 +473,12 @@ def test_train_unless_finished_reports_a_nan_loss_as_a_failed_row(tmp_path, monk
     cfg = tiny_config(tmp_path, max_steps=4, eval_interval=2)
     status, row = train_module.train_unless_finished(cfg, RunDir(cfg.out_dir, cfg.run_id()))
     assert status == "failed" and row["status"] == "failed" and row["run_id"] == cfg.run_id()
-    assert pd.isna(row["val_accuracy"])
+    assert pd.isna(row["val_accuracy"]) and row["steps"] == 0
+    assert row["error"].startswith(f"run {cfg.run_id()}: loss became nan at step 0 ")
+    assert row["n_train"] == 512 and row["n_val"] == 256 and row["device"] == "cpu"
+    meta = json.loads(RunDir(cfg.out_dir, cfg.run_id()).meta.read_text())
+    assert meta["config"] == json.loads(row["config"]) and meta["environment"]["device"] == "cpu"
+    assert meta["environment"]["precision"] == row["precision"] in ("fp32", "bf16")
 
 
 def test_training_a_run_another_process_holds_is_one_clear_error(tmp_path):
@@ -528,3 +534,11 @@ def test_a_state_that_would_run_code_is_refused_and_runs_none(tmp_path, monkeypa
 def test_a_run_started_without_resume_starts_afresh_beside_a_saved_state(tmp_path, monkeypatch):
     cfg = _interrupted_run(tmp_path, monkeypatch)
     assert train(cfg).resumed_from_step == 0  # resume is asked for, never assumed
+
+
+def test_a_training_part_too_small_for_a_development_slice_is_named_as_such(tmp_path):
+    source = _csv(tmp_path / "twelve.csv", 12)
+    cfg = tiny_config(tmp_path, source=source, train_limit=None, val_limit=None, batch_size=2, val_fraction=0.5,
+                      dev_fraction=0.1, keep_best=True)
+    with pytest.raises(DataValidationError, match=rf"^{re.escape(source)} training part: "):
+        train(cfg)

@@ -177,6 +177,7 @@ def test_the_schedule_reaches_its_floor_at_max_steps_and_its_peak_after_warmup(w
     cfg = TrainConfig(learning_rate=1.0, min_lr_ratio=0.1, warmup_steps=warmup, max_steps=max_steps)
     assert learning_rate_at(warmup, cfg) == pytest.approx(1.0)
     assert learning_rate_at(max_steps, cfg) == pytest.approx(0.1)
+    assert learning_rate_at(2 * max_steps + 1, cfg) == pytest.approx(0.1)  # and it stays there
 
 
 def test_a_gpt2_init_builds_from_gpt2_with_the_runs_attention(tmp_path, monkeypatch):
@@ -186,8 +187,10 @@ def test_a_gpt2_init_builds_from_gpt2_with_the_runs_attention(tmp_path, monkeypa
     calls = []
     monkeypatch.setattr(GPTClassifier, "from_pretrained_gpt2",
                         classmethod(lambda cls, mc, attention: calls.append((mc.n_outputs, attention)) or "gpt2"))
-    cfg = tiny_config(tmp_path, init="gpt2", attention="manual")
-    assert build_model(cfg, 2) == "gpt2" and calls == [(2, "manual")]
+    cfg = tiny_config(tmp_path, init="gpt2", attention="sdpa")
+    assert build_model(cfg, 2) == "gpt2" and calls == [(2, "sdpa")]
+    scratch = build_model(tiny_config(tmp_path, attention="sdpa"), 2)
+    assert {block.attn.attention for block in scratch.transformer.h} == {"sdpa"}
 
 
 def test_a_run_sets_the_thread_count_it_asks_for(tmp_path):
