@@ -360,22 +360,42 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     assert not list(out.rglob("*.tmp"))
 
 
+# Run as `python -m nanogpt`, with one change: when torch's import asks for torch.nn, it waits there (up to 60 s)
+# before going on. The signal the test sends on seeing torch._C loaded lands in that wait, inside torch's import,
+# however loaded the machine is (a parent slower than its child let the import reach torch.nn first).
+_HELD_IMPORT = """
+import runpy, sys, time
+
+class HoldTorchNn:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch.nn":
+            time.sleep(60)
+        return None
+
+sys.meta_path.insert(0, HoldTorchNn())
+sys.argv[0] = "nanogpt"
+runpy.run_module("nanogpt", run_name="__main__", alter_sys=True)
+"""
+
+
 @pytest.mark.slow
 def test_ctrl_c_while_importing_is_one_line(tmp_path):
     """Ctrl-C while the command imports torch: the interrupted exit and its one line, never a traceback.
     `-X importtime` makes Python report each import as it completes, so the signal goes out when one of torch's
-    own modules has loaded (torch._C, ~0.3 s into an import of ~2 s) and the import is known to be under way; the
-    test then checks that the import stopped there (torch.nn, which torch loads later, never loaded), so a signal
-    that came too late fails instead of passing. (Python reports an import as it ends, also when it ends by the
-    exception, so the line for `torch` itself says nothing.)"""
-    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "nanogpt", "classify", "--checkpoint", "x.pt",
-                             "hi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    own modules has loaded (torch._C) and the import is known to be under way; the import is held before
+    torch.nn (see _HELD_IMPORT), and the test checks that torch.nn never loaded, so a signal that came too late
+    would fail instead of passing. (Python reports an import as it ends, also when it ends by the exception, so
+    the line for `torch` itself says nothing.)"""
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-c", _HELD_IMPORT, "classify", "--checkpoint",
+                             "x.pt", "hi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = time.time()
     lines = _signal_when_seen(proc, proc.stderr, lambda line: line.rsplit("|", 1)[-1].strip() == "torch._C",
                               signal.SIGINT, timeout=120)
     proc.wait(timeout=60)
     err = [line for line in lines if not line.startswith("import time:")]
     imported = [line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")]
     assert "torch._C" in imported and "torch.nn" not in imported, "the signal did not land inside torch's import"
+    assert time.time() - started < 60  # the signal ended the held import; it did not run out
     assert proc.returncode == 130, err
     assert len(err) == 1 and err[0].startswith("nanogpt: interrupted") and "Traceback" not in "".join(err)
 
