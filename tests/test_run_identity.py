@@ -364,7 +364,11 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
 # before going on. The signal the test sends on seeing torch._C loaded lands in that wait, inside torch's import,
 # however loaded the machine is (a parent slower than its child let the import reach torch.nn first).
 _HELD_IMPORT = """
-import runpy, sys, time
+import runpy, signal, sys, time
+
+# Ctrl-C as a terminal delivers it, whatever this test's own launcher did: a shell's background job (make test
+# started with &) ignores SIGINT, and a child inherits that, so Python would not install its handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 class HoldTorchNn:
     def find_spec(self, name, path=None, target=None):
