@@ -102,6 +102,11 @@ def test_finished_drops_failed_runs_and_missing_scores():
     assert list(R.finished(runs.drop(columns="status"))["run_id"]) == ["a", "b", "c"]
 
 
+def _row(run_id, acc, **more):
+    """A finished CE row of the index, as a run folder's meta.json also holds it."""
+    return {"run_id": run_id, "status": "ok", "loss": "ce", "seed": 0, "val_accuracy": acc, **more}
+
+
 def _history(out, run_id, steps):
     run = RunDir(out, run_id)
     run.path.mkdir(parents=True)
@@ -151,8 +156,7 @@ def test_sync_adds_the_rows_of_folders_the_index_lacks_and_keeps_the_others(tmp_
     """A process killed between the folder's meta.json and the index write: the run joins the index, and the rows
     already there (including runs whose weights and folders were never kept) stay."""
     def row(run_id, acc):
-        return {"run_id": run_id, "status": "ok", "loss": "ce", "seed": 0, "val_accuracy": acc,
-                "device": "cpu", "precision": "fp32"}
+        return _row(run_id, acc, device="cpu", precision="fp32")
 
     R.upsert_result_row(R.runs_csv(tmp_path), row("test-ce-seed0-aaaaaaaa", 0.8))  # indexed, no folder
     RunDir(tmp_path, "test-ce-seed1-bbbbbbbb").write_meta(row("test-ce-seed1-bbbbbbbb", 0.9))  # folder only
@@ -254,8 +258,7 @@ def test_a_row_from_before_the_processor_was_recorded_has_an_empty_key_and_says_
 
 
 def test_a_torn_index_is_rebuilt_and_said_so_by_default(tmp_path, capsys):
-    RunDir(tmp_path, "test-ce-seed1-bbbbbbbb").write_meta(
-        {"run_id": "test-ce-seed1-bbbbbbbb", "status": "ok", "loss": "ce", "seed": 1, "val_accuracy": 0.9})
+    RunDir(tmp_path, "test-ce-seed1-bbbbbbbb").write_meta(_row("test-ce-seed1-bbbbbbbb", 0.9, seed=1))
     R.runs_csv(tmp_path).write_bytes(b"\xff\xfe not a csv")
     rebuilt = R.sync_index(tmp_path)
     assert list(rebuilt["run_id"]) == ["test-ce-seed1-bbbbbbbb"]
@@ -319,17 +322,14 @@ def test_a_result_row_names_its_arm(tmp_path):
 
 
 def test_sync_creates_a_missing_index_from_the_folders_and_says_so(tmp_path, capsys):
-    def row(run_id, acc):
-        return {"run_id": run_id, "status": "ok", "loss": "ce", "seed": 0, "val_accuracy": acc}
-
     for i, rid in enumerate(["test-ce-seed0-aaaaaaaa", "test-ce-seed1-bbbbbbbb"]):
-        RunDir(tmp_path, rid).write_meta(row(rid, 0.8 + i / 10))
+        RunDir(tmp_path, rid).write_meta(_row(rid, 0.8 + i / 10))
     merged = R.sync_index(tmp_path)
     assert f"{R.runs_csv(tmp_path)}: added 2 run(s) found in their folders but missing from the index" in \
         capsys.readouterr().out
     assert sorted(merged["run_id"]) == ["test-ce-seed0-aaaaaaaa", "test-ce-seed1-bbbbbbbb"]
     assert list(merged.index) == [0, 1] and "index" not in merged.columns
-    RunDir(tmp_path, "test-bce-seed2-cccccccc").write_meta(row("test-bce-seed2-cccccccc", 0.7))  # sorts first
+    RunDir(tmp_path, "test-bce-seed2-cccccccc").write_meta(_row("test-bce-seed2-cccccccc", 0.7))  # sorts first
     merged = R.sync_index(tmp_path, verbose=False)  # an index there: the new folder's row is added after its rows
     assert list(merged.index) == [0, 1, 2] and merged["run_id"].iloc[2] == "test-bce-seed2-cccccccc"
     assert list(R.read_results(R.runs_csv(tmp_path))["run_id"]) == list(merged["run_id"])
@@ -352,12 +352,9 @@ def test_a_row_has_the_indexs_columns_in_order_with_its_numbers_empty_until_give
 
 
 def test_an_upsert_into_a_torn_index_rebuilds_it_from_the_folders_first(tmp_path):
-    def row(run_id, acc):
-        return {"run_id": run_id, "status": "ok", "loss": "ce", "seed": 0, "val_accuracy": acc}
-
-    RunDir(tmp_path, "test-ce-seed0-aaaaaaaa").write_meta(row("test-ce-seed0-aaaaaaaa", 0.8))
+    RunDir(tmp_path, "test-ce-seed0-aaaaaaaa").write_meta(_row("test-ce-seed0-aaaaaaaa", 0.8))
     R.runs_csv(tmp_path).write_bytes(b"\xff\xfe not a csv")
-    R.upsert_result_row(R.runs_csv(tmp_path), row("test-ce-seed1-bbbbbbbb", 0.9))
+    R.upsert_result_row(R.runs_csv(tmp_path), _row("test-ce-seed1-bbbbbbbb", 0.9))
     index = R.read_results(R.runs_csv(tmp_path))
     assert list(index["run_id"]) == ["test-ce-seed0-aaaaaaaa", "test-ce-seed1-bbbbbbbb"]
     assert (tmp_path / "runs.csv.lock").is_file()  # the lock sits beside the index it guards
@@ -365,8 +362,7 @@ def test_an_upsert_into_a_torn_index_rebuilds_it_from_the_folders_first(tmp_path
 
 def test_sync_locks_the_index_it_syncs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    RunDir(tmp_path / "out", "test-ce-seed0-aaaaaaaa").write_meta(
-        {"run_id": "test-ce-seed0-aaaaaaaa", "status": "ok", "loss": "ce", "seed": 0, "val_accuracy": 0.8})
+    RunDir(tmp_path / "out", "test-ce-seed0-aaaaaaaa").write_meta(_row("test-ce-seed0-aaaaaaaa", 0.8))
     R.sync_index(tmp_path / "out", verbose=False)
     assert (tmp_path / "out" / "runs.csv.lock").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 

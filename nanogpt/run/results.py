@@ -94,7 +94,7 @@ def foreign_finished_row(old: pd.DataFrame, row: dict, key: str = "run_id") -> d
         return None
     same = old[old[key].astype(str) == str(row[key])]
     if "status" in same.columns:
-        same = same[same["status"].astype(object).fillna("ok") == "ok"]
+        same = same[_finished_status(same["status"])]
     for _, prior in same.iterrows():
         if processor_key(prior) != processor_key(row):
             return prior.to_dict()
@@ -179,11 +179,17 @@ def _validate(runs: pd.DataFrame, csv_path: Path) -> None:
                                 "not JSON, or an unknown status).")
 
 
+def _finished_status(status: pd.Series) -> pd.Series:
+    """True where a row's status is 'ok' or empty (a row from before statuses); as objects, since an all-empty
+    status column reads as floats, which pandas will not fill with a string."""
+    return status.astype(object).fillna("ok").eq("ok")
+
+
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
     """Rows of runs that finished with a score; failed runs never count as an accuracy."""
     if runs.empty:
         return runs
-    ok = runs["status"].astype(object).fillna("ok").eq("ok") if "status" in runs.columns else pd.Series(True, index=runs.index)
+    ok = _finished_status(runs["status"]) if "status" in runs.columns else pd.Series(True, index=runs.index)
     return runs[ok & runs["val_accuracy"].notna()].reset_index(drop=True)
 
 
@@ -207,14 +213,14 @@ def one_population(runs: pd.DataFrame, prefer: tuple[str, str] | None = None,
     that has them, else the largest."""
     keys = [c for c in ("device", "precision") if c in runs.columns]
     labels = _population_labels(runs, keys)
+    counts = Counter(labels)
     if choose is not None:
-        present = Counter(labels) if len(keys) == 2 else Counter()
+        present = counts if len(keys) == 2 else Counter()
         if tuple(choose) not in present:
             there = ", ".join(f"{'/'.join(k)} ({n} runs)" for k, n in sorted(present.items())) or "none"
             raise ValueError(f"No runs on {'/'.join(choose)} here; the populations there are: {there}.")
     if runs.empty or not keys:
         return runs, ""
-    counts = Counter(labels)
     if len(counts) == 1:
         return runs, ""
     order = sorted(counts, key=lambda k: (-counts[k], k))  # the largest first; ties by name
