@@ -5,6 +5,7 @@ from scipy import stats as sps
 
 from nanogpt.study.runs import parse_seeds
 from nanogpt.study.stats import (
+    arm_summary,
     compare_means,
     compare_spread,
     comparison_table,
@@ -162,6 +163,24 @@ def test_summarize_one_and_two_runs():
     assert summarize([0.80, 0.90])["std"] == pytest.approx(np.std([80.0, 90.0], ddof=1))
     with pytest.raises(ValueError, match="No runs to summarise"):
         summarize([])
+
+
+def test_arm_summary_per_arm_finished_runs_only():
+    """The study command's table for the paired and resplit designs: one row per arm, failed runs left out."""
+    runs = pd.DataFrame({
+        "loss": ["ce", "ce", "ce", "bce", "bce", "bce"],
+        "arm": ["ce-paired", "ce-paired", "ce-paired", "bce", "bce-head2x", "bce-head2x"],
+        "val_accuracy": [0.80, 0.84, 0.99, 0.86, 0.87, 0.89],
+        "status": ["ok", "ok", "failed", "ok", "ok", "ok"]})
+    table = arm_summary(runs)
+    assert table.index.name == "arm" and sorted(table.index) == ["bce", "bce-head2x", "ce-paired"]
+    assert table.loc["ce-paired"].to_dict() == pytest.approx(summarize([0.80, 0.84]))  # the failed 0.99 left out
+    assert table.loc["bce-head2x", "n"] == 2 and table.loc["bce-head2x", "spread"] == pytest.approx(2.0)
+    assert table.loc["bce", "n"] == 1 and table.loc["bce", "mean"] == pytest.approx(86.0)
+    by_loss = arm_summary(runs.drop(columns="arm"))  # rows without an arm column: grouped by loss
+    assert by_loss.index.name == "loss" and sorted(by_loss.index) == ["bce", "ce"]
+    assert by_loss.loc["bce"].to_dict() == pytest.approx(summarize([0.86, 0.87, 0.89]))
+    assert by_loss.loc["ce", "n"] == 2
 
 
 def test_welch_test_at_its_smallest_sizes():
