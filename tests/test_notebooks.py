@@ -54,6 +54,24 @@ def test_study_writes_figures_results_and_reports(study):
 
 
 @pytest.mark.slow
+def test_smoke_profile_learns(study):
+    """The CI profile is no toy: its BCE run of seed 0 (trained by the study above, the very config a user's
+    `train --profile smoke --loss bce --seed 0` makes) learns well above chance (50%), and its curve rises."""
+    from nanogpt.run.profiles import get_profile
+    from nanogpt.run.rundir import RunDir
+
+    root, _ = study
+    cfg = get_profile("smoke").make_config("bce", 0, out_dir=str(root / "results"))
+    runs = pd.read_csv(root / "results" / "runs.csv").set_index("run_id")
+    row = runs.loc[cfg.run_id()]  # the study trained exactly this config
+    assert row["val_accuracy"] > 0.70 and row["roc_auc"] > 0.78, row
+    history = pd.read_csv(RunDir(root / "results", cfg.run_id()).history)
+    curve = history["val_accuracy"].dropna()  # validation passes; the other rows log the training loss
+    assert len(curve) == 3 and curve.iloc[-1] > curve.iloc[0] - 0.02
+    assert curve.iloc[-1] == pytest.approx(row["val_accuracy"])
+
+
+@pytest.mark.slow
 def test_notebook_statistics_match_the_package(study):
     from nanogpt.run.results import read_results
     from nanogpt.study.stats import study_report

@@ -1,7 +1,6 @@
 import pytest
 
 from nanogpt.run.profiles import PROFILES, get_profile, profile_table
-from nanogpt.run.train import train
 
 
 @pytest.mark.parametrize("name", list(PROFILES))
@@ -27,14 +26,3 @@ def test_unknown_profile():
 def test_profile_table_lists_the_differences():
     rows = {r["profile"]: r for r in profile_table()}
     assert rows["smoke"]["n_embd"] == 64 and rows["paper"]["seeds"] == 10
-
-
-@pytest.mark.slow
-def test_smoke_profile_learns(tmp_path):
-    """The CI profile is no toy: one run must learn well above chance (50%)."""
-    cfg = get_profile("smoke").make_config("bce", 0, out_dir=str(tmp_path), quiet=True)
-    result = train(cfg)
-    assert result.val_accuracy > 0.70, result.val_accuracy
-    assert result.metrics["roc_auc"] > 0.78
-    curve = result.history["val_accuracy"].dropna()  # validation passes; the other rows log the training loss
-    assert len(curve) == 3 and curve.iloc[-1] > curve.iloc[0] - 0.02
