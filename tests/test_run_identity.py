@@ -566,3 +566,18 @@ def test_a_training_part_too_small_for_a_development_slice_is_named_as_such(tmp_
                       dev_fraction=0.1, keep_best=True)
     with pytest.raises(DataValidationError, match=rf"^{re.escape(source)} training part: "):
         train(cfg)
+
+
+def test_a_resumed_run_that_goes_nan_names_the_state_it_resumed_from(tmp_path, monkeypatch):
+    """The state a run resumed from is its last good one until it saves another: a loss that turns NaN on the
+    first resumed step says so, and the state (step 8) is left for a retry."""
+    from nanogpt.core import losses
+    from nanogpt.run.train import NonFiniteLossError
+
+    cfg = _interrupted_run(tmp_path, monkeypatch)  # state saved at step 8
+    real = losses.CrossEntropyCriterion.loss
+    monkeypatch.setattr(losses.CrossEntropyCriterion, "loss",
+                        lambda self, logits, labels: real(self, logits, labels) * float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"at step 8 .*the last good state \(step 8\) is kept in .*state\.pt"):
+        train(cfg, resume=True)
+    assert torch.load(RunDir(cfg.out_dir, cfg.run_id()).state, weights_only=True)["step"] == 8

@@ -212,6 +212,9 @@ def test_a_training_split_smaller_than_a_batch_says_how_many_rows_would_do(tmp_p
                                                   r"batch of 32\. Fix: give at least 32 training reviews \(about 41 "
                                                   r"rows before the split\), or --set batch_size=20 or smaller\.$"):
         check_batch_fits(20, cfg)  # 32 / (1 - 0.2) + 1 rows leave 32 after a fifth is held out
+    check_batch_fits(32, cfg)  # exactly one batch fits: no complaint
+    with pytest.raises(DataValidationError, match=r"training split has 0 reviews.*--set batch_size=1 or smaller\.$"):
+        check_batch_fits(0, cfg)  # no review at all: the hint still names a batch size that exists
 
 
 def test_a_quiet_run_prints_nothing_and_another_says_what_it_tokenized_and_trains(tmp_path, capsys):
@@ -251,3 +254,16 @@ def test_the_logged_training_loss_is_the_mean_over_its_interval_and_the_clock_st
     result = train(tiny_config(tmp_path, max_steps=6, eval_interval=3))
     assert result.history["train_loss"].tolist() == [0.5, 0.5]
     assert result.row["train_seconds"] == 0.0
+
+
+def test_padding_never_changes_what_a_run_learns(tmp_path):
+    """The loop hands the model each row's real length, so the pad tokens of a batch are never read: a run whose
+    batches are padded to a multiple of 128 learns exactly what one padded to its longest review learns (no
+    dropout, whose masks depend on the padded shape). Reviews up to 256 tokens, so many batches carry padding."""
+    runs = {pad: train(tiny_config(tmp_path / str(pad), block_size=256, dropout=0.0, pad_multiple=pad, max_steps=6,
+                                   eval_interval=6, log_interval=1, train_limit=256, val_limit=64))
+            for pad in (1, 128)}
+    tight, padded = (r.history["train_loss"].to_numpy() for r in runs.values())
+    assert len(tight) == 6 and np.allclose(tight, padded, rtol=0, atol=2e-5), (tight, padded)
+    probs = [pd.read_csv(r.run_dir / "val_predictions.csv")["positive_probability"] for r in runs.values()]
+    assert np.allclose(*probs, rtol=0, atol=2e-5)
