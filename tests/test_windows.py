@@ -219,3 +219,18 @@ def test_predictions_recomputed_from_a_windows_checkpoint_read_whole_reviews(tmp
     again = load_val_predictions(tmp_path, result.run_id)["positive_probability"]
     saved = pd.read_csv(result.run_dir / "val_predictions.csv")["positive_probability"]
     np.testing.assert_allclose(again, saved, atol=1e-6)
+
+
+def test_a_random_window_run_buckets_its_batches_by_the_windows_lengths(tmp_path, monkeypatch):
+    """Batches group reviews of similar length to keep padding small; a random-window run reads at most a block
+    of each review, so it sorts by the windowed length (min(length, block)), not the whole review's."""
+    from nanogpt.run import train as train_module
+
+    seen = []
+    real = train_module.infinite_batches
+    monkeypatch.setattr(train_module, "infinite_batches", lambda lengths, *a, **k: seen.append(lengths) or real(lengths, *a, **k))
+    cfg = tiny_config(tmp_path, reading="windows", truncation="random_window", block_size=128, max_steps=2,
+                      eval_interval=2, val_limit=32)
+    train_module.train(cfg)
+    (lengths,) = seen
+    assert lengths.max() == cfg.block_size and lengths.min() < cfg.block_size  # long reviews cut, short ones kept
