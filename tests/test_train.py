@@ -269,3 +269,17 @@ def test_padding_never_changes_what_a_run_learns(tmp_path):
     assert len(tight) == 6 and np.allclose(tight, padded, rtol=0, atol=2e-5), (tight, padded)
     probs = [pd.read_csv(r.run_dir / "val_predictions.csv")["positive_probability"] for r in runs.values()]
     assert np.allclose(*probs, rtol=0, atol=2e-5)
+
+
+def test_the_run_line_says_when_the_model_is_compiled(tmp_path, monkeypatch, capsys):
+    """The run line names what runs: a compiled model says so (compilation stubbed: the words are the subject)."""
+    import re
+
+    from nanogpt.run import train as train_module
+
+    compiled = []
+    monkeypatch.setattr(train_module, "use_compile", lambda setting, device: True)
+    monkeypatch.setattr(train_module.torch, "compile", lambda model, dynamic: compiled.append(dynamic) or model)
+    result = train(tiny_config(tmp_path, quiet=False, max_steps=2, eval_interval=2, val_limit=32))
+    assert compiled == [True]  # dynamic shapes: batches vary in length
+    assert re.search(rf"run {result.run_id}: .* val reviews, cpu fp32 compiled\n", capsys.readouterr().out)
