@@ -283,3 +283,34 @@ def test_the_run_line_says_when_the_model_is_compiled(tmp_path, monkeypatch, cap
     result = train(tiny_config(tmp_path, quiet=False, max_steps=2, eval_interval=2, val_limit=32))
     assert compiled == [True]  # dynamic shapes: batches vary in length
     assert re.search(rf"run {result.run_id}: .* val reviews, cpu fp32 compiled\n", capsys.readouterr().out)
+
+
+def test_the_curve_counts_seconds_and_tokens_from_the_start_of_the_run(tmp_path, monkeypatch):
+    """Each point of the curve holds the training seconds and tokens/s so far: with a clock that moves 0.125 s per
+    reading (two readings a step), step k has taken k x 0.125 s and every real token of its batches counts."""
+    import itertools
+    import time
+
+    from nanogpt.run import train as train_module
+
+    ticks = itertools.count()
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks) * 0.125)
+    tokens = []
+    real = train_module.collate
+    monkeypatch.setattr(train_module, "collate", lambda *a: (lambda b: tokens.append(int(b[1].sum())) or b)(real(*a)))
+    result = train(tiny_config(tmp_path, max_steps=6, eval_interval=3, log_interval=1))
+    curve = result.history
+    assert curve["step"].tolist() == [1, 2, 3, 4, 5, 6] and len(tokens) == 6
+    np.testing.assert_allclose(curve["train_seconds"], curve["step"] * 0.125)
+    np.testing.assert_allclose(curve["tokens_per_second"] * curve["train_seconds"], np.cumsum(tokens))
+    assert result.row["train_seconds"] == 0.75 and result.row["tokens_per_second"] == round(sum(tokens) / 0.75, 1)
+
+
+@pytest.mark.parametrize("grad_clip, calls", [(1.0, [1.0, 1.0]), (0.0, [])])
+def test_gradients_are_clipped_at_grad_clip_and_never_at_zero(tmp_path, monkeypatch, grad_clip, calls):
+    seen = []
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, *a, **k:
+                        seen.append(max_norm) or real(params, max_norm, *a, **k))
+    train(tiny_config(tmp_path, max_steps=2, eval_interval=2, val_limit=32, grad_clip=grad_clip))
+    assert seen == calls  # one global clip a step at 1.0; 0 disables it
