@@ -132,3 +132,20 @@ def test_the_teacher_is_part_of_the_run_and_checked_before_training(tmp_path):
             student.replace(**bad).validate()
     with pytest.raises(distill.TeacherError, match="scored other reviews"):  # taught on 512, training on 256
         train(student.replace(train_limit=256))
+
+
+def test_the_loop_hands_the_teacher_term_its_weight_and_temperature(tmp_path, monkeypatch):
+    """The run's distill_weight and distill_temperature reach the objective (what the objective does with them is
+    tested above), and the teacher's probabilities of exactly the batch's reviews."""
+    from nanogpt.run import train as train_module
+
+    cfg = tiny_config(tmp_path, loss="bce", precision="fp32", max_steps=2, eval_interval=2, val_limit=32)
+    teacher = _teacher_for(cfg, lambda s: np.linspace(0.1, 0.9, len(s)).astype(np.float32), tmp_path / "t.npz")
+    seen = []
+    real = train_module.distilled_objective
+    monkeypatch.setattr(train_module, "distilled_objective", lambda *a, **k: seen.append((a, k)) or real(*a, **k))
+    train(cfg.replace(teacher=str(teacher), distill_weight=0.25, distill_temperature=2.0))
+    assert len(seen) == 2
+    for args, kwargs in seen:
+        assert args[4:] == (0.25, 2.0) and not kwargs
+        assert args[3].dtype == torch.float32 and args[3].shape == (cfg.batch_size,) and args[3].min() >= 0.1
