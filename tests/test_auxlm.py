@@ -4,6 +4,7 @@ it out of the classifier."""
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
@@ -120,3 +121,18 @@ def test_the_lever_arm():
     for bad in ("lm-0", "lm--1", "lm-x", "lm-0.5-t2"):
         with pytest.raises(ValueError, match="lm-<weight > 0>"):
             parse_arm(bad)
+
+
+def test_the_objective_adds_the_weighted_language_model_loss(tmp_path, backbone, monkeypatch):
+    """What each step minimises is the labels' loss (the curve's, logged every step here) plus lm_weight times the
+    next-token loss: read off the tensor that is differentiated."""
+    differentiated, lm_losses = [], []
+    real_backward, real_loss = torch.Tensor.backward, AuxLM.loss
+    monkeypatch.setattr(torch.Tensor, "backward", lambda self, *a, **k: differentiated.append(self.item())
+                        or real_backward(self, *a, **k))
+    monkeypatch.setattr(AuxLM, "loss", lambda self, *a: (lambda v: lm_losses.append(v.item()) or v)(real_loss(self, *a)))
+    result = train(tiny_config(tmp_path, init=f"lm:{backbone.path}", lm_weight=0.5, max_steps=3, eval_interval=3,
+                               log_interval=1, val_limit=32))
+    assert len(differentiated) == len(lm_losses) == 3 and min(lm_losses) > 0
+    expected = result.history["train_loss"].to_numpy() + 0.5 * np.array(lm_losses)
+    np.testing.assert_allclose(differentiated, expected, rtol=1e-6)
