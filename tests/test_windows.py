@@ -234,3 +234,21 @@ def test_a_random_window_run_buckets_its_batches_by_the_windows_lengths(tmp_path
     train_module.train(cfg)
     (lengths,) = seen
     assert lengths.max() == cfg.block_size and lengths.min() < cfg.block_size  # long reviews cut, short ones kept
+
+
+def test_a_windows_run_validates_at_its_own_stride(tmp_path):
+    """The loop's validation passes read at the run's window_stride (8 here, not the default half block), as the
+    checkpoint's classifier then does."""
+    from nanogpt.data.imdb import load_imdb
+    from nanogpt.run.train import train
+    from nanogpt.serve.predict import Classifier
+
+    cfg = tiny_config(tmp_path, reading="windows", truncation="random_window", block_size=32, window_stride=8,
+                      max_steps=4, eval_interval=4, val_limit=32)
+    result = train(cfg)
+    clf = Classifier.load(result.checkpoint, precision="fp32")
+    assert clf.window_stride == 8
+    saved = pd.read_csv(result.run_dir / "val_predictions.csv")["positive_probability"]
+    np.testing.assert_allclose(clf.predict(load_imdb()["validation"]["text"][:32]).probabilities, saved, atol=1e-6)
+    default = Classifier.load(result.checkpoint, precision="fp32", window_stride=16)  # another stride scores otherwise
+    assert not np.allclose(default.predict(load_imdb()["validation"]["text"][:32]).probabilities, saved, atol=1e-6)
