@@ -237,16 +237,23 @@ def test_a_random_window_run_buckets_its_batches_by_the_windows_lengths(tmp_path
 
 
 def test_a_windows_run_validates_at_its_own_stride(tmp_path):
-    """The loop's validation passes read at the run's window_stride (8 here, not the default half block), as the
-    checkpoint's classifier then does."""
-    from nanogpt.data.imdb import load_imdb
+    """The loop's validation and development passes read at the run's window_stride (8 here, not the default half
+    block), as the checkpoint's classifier then does."""
+    from nanogpt.data.imdb import load_imdb, load_splits
+    from nanogpt.run.evaluate import evaluate
+    from nanogpt.run.selection import carve_dev
     from nanogpt.run.train import train
     from nanogpt.serve.predict import Classifier
 
     cfg = tiny_config(tmp_path, reading="windows", truncation="random_window", block_size=32, window_stride=8,
-                      max_steps=4, eval_interval=4, val_limit=32)
+                      max_steps=4, eval_interval=4, val_limit=32, dev_fraction=0.1)
     result = train(cfg)
     clf = Classifier.load(result.checkpoint, precision="fp32")
+    _, dev = carve_dev(load_splits(cfg)[0], cfg.dev_fraction, cfg.split_seed)
+    dev_probs, dev_loss = evaluate(clf.model, clf.criterion, dev, torch.device("cpu"), "fp32", 64, 8, "windows", 8)
+    point = result.history.dropna(subset=["dev_loss"]).iloc[-1]
+    assert point["dev_loss"] == pytest.approx(dev_loss, rel=1e-6, abs=0)  # a loss: a barely trained model's
+    assert point["dev_accuracy"] == float(np.mean((dev_probs > 0.5) == dev.labels))  # accuracy may not tell
     assert clf.window_stride == 8
     saved = pd.read_csv(result.run_dir / "val_predictions.csv")["positive_probability"]
     np.testing.assert_allclose(clf.predict(load_imdb()["validation"]["text"][:32]).probabilities, saved, atol=1e-6)
