@@ -188,14 +188,17 @@ def test_the_kept_checkpoint_is_the_best_on_the_development_slice(own_run):
     np.testing.assert_allclose(clf.predict(val_texts).probabilities, saved["positive_probability"], atol=1e-5)
 
 
-def test_early_stopping_ends_the_run_before_its_schedule(tmp_path):
+def test_early_stopping_ends_the_run_before_its_schedule(tmp_path, capsys):
     from nanogpt.run.train import train
 
     source = separable_csv(tmp_path / "s.csv", n=480)
     cfg = tiny_config(tmp_path, source=source, train_limit=None, val_limit=None, precision="fp32", epochs=40,
                       evals_per_epoch=1, dev_fraction=0.2, early_stopping=2, keep_best=True, learning_rate=3e-3,
-                      dropout=0.0, warmup_steps=5, keep="none")
+                      dropout=0.0, warmup_steps=5, keep="none", quiet=False)
     result = train(cfg)
+    said = (f"run {result.run_id}: stopped early at step {result.steps}: no better development accuracy in 2 validation "
+            f"passes (best {result.row['best_dev_accuracy']:.4f} at step {result.row['best_step']})\n")
+    assert said in capsys.readouterr().out  # the user reads why the run ended before its schedule
     meta = json.loads((result.run_dir / "meta.json").read_text())
     assert result.row["stopped_early_at"] == result.steps < meta["schedule"]["max_steps"]
     evaluated = result.history.dropna(subset=["dev_accuracy"])

@@ -309,6 +309,9 @@ def test_the_curve_counts_seconds_and_tokens_from_the_start_of_the_run(tmp_path,
     np.testing.assert_allclose(curve["train_seconds"], curve["step"] * 0.125)
     np.testing.assert_allclose(curve["tokens_per_second"] * curve["train_seconds"], np.cumsum(tokens))
     assert result.row["train_seconds"] == 0.75 and result.row["tokens_per_second"] == round(sum(tokens) / 0.75, 1)
+    passes = curve.dropna(subset=["val_accuracy"])  # validation at steps 3 and 6: both numbers on both points
+    assert passes["step"].tolist() == [3, 6] and passes["val_loss"].notna().all()
+    assert passes["val_loss"].iloc[-1] == result.val_loss and curve["val_loss"].isna().sum() == 4
 
 
 @pytest.mark.parametrize("grad_clip, calls", [(1.0, [1.0, 1.0]), (0.0, [])])
