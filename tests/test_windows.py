@@ -246,14 +246,16 @@ def test_a_windows_run_validates_at_its_own_stride(tmp_path):
     from nanogpt.serve.predict import Classifier
 
     cfg = tiny_config(tmp_path, reading="windows", truncation="random_window", block_size=32, window_stride=8,
-                      max_steps=4, eval_interval=4, val_limit=32, dev_fraction=0.1)
-    result = train(cfg)
+                      max_steps=4, eval_interval=4, val_limit=32, dev_fraction=0.1, keep_best=True)
+    result = train(cfg)  # one pass, at the last step: its weights are the best, and scored again at the end
     clf = Classifier.load(result.checkpoint, precision="fp32")
-    _, dev = carve_dev(load_splits(cfg)[0], cfg.dev_fraction, cfg.split_seed)
-    dev_probs, dev_loss = evaluate(clf.model, clf.criterion, dev, torch.device("cpu"), "fp32", 64, 8, "windows", 8)
+    train_split, val = load_splits(cfg)
+    _, dev = carve_dev(train_split, cfg.dev_fraction, cfg.split_seed)
     point = result.history.dropna(subset=["dev_loss"]).iloc[-1]
-    assert point["dev_loss"] == pytest.approx(dev_loss, rel=1e-6, abs=0)  # a loss: a barely trained model's
-    assert point["dev_accuracy"] == float(np.mean((dev_probs > 0.5) == dev.labels))  # accuracy may not tell
+    for split, name in ((dev, "dev"), (val, "val")):  # losses: a barely trained model's accuracy may not tell
+        probs, loss = evaluate(clf.model, clf.criterion, split, torch.device("cpu"), "fp32", 64, 8, "windows", 8)
+        assert point[f"{name}_loss"] == pytest.approx(loss, rel=1e-6, abs=0), name
+        assert point[f"{name}_accuracy"] == float(np.mean((probs > 0.5) == split.labels)), name
     assert clf.window_stride == 8
     saved = pd.read_csv(result.run_dir / "val_predictions.csv")["positive_probability"]
     np.testing.assert_allclose(clf.predict(load_imdb()["validation"]["text"][:32]).probabilities, saved, atol=1e-6)
