@@ -199,6 +199,7 @@ def test_early_stopping_ends_the_run_before_its_schedule(tmp_path, capsys):
     said = (f"run {result.run_id}: stopped early at step {result.steps}: no better development accuracy in 2 validation "
             f"passes (best {result.row['best_dev_accuracy']:.4f} at step {result.row['best_step']})\n")
     assert said in capsys.readouterr().out  # the user reads why the run ended before its schedule
+    assert result.row["model_sha256"] == "" and not (result.run_dir / "model.pt").exists()  # keep none: no weights
     meta = json.loads((result.run_dir / "meta.json").read_text())
     assert result.row["stopped_early_at"] == result.steps < meta["schedule"]["max_steps"]
     evaluated = result.history.dropna(subset=["dev_accuracy"])
