@@ -312,7 +312,11 @@ def test_the_curve_counts_seconds_and_tokens_from_the_start_of_the_run(tmp_path,
     passes = curve.dropna(subset=["val_accuracy"])  # validation at steps 3 and 6: both numbers on both points
     assert passes["step"].tolist() == [3, 6] and passes["val_loss"].notna().all()
     assert passes["val_loss"].iloc[-1] == result.val_loss and curve["val_loss"].isna().sum() == 4
-    assert torch.load(result.checkpoint, weights_only=True)["step"] == 6  # no development slice: the last step kept
+    ckpt = torch.load(result.checkpoint, weights_only=True)
+    assert ckpt["step"] == 6  # no development slice: the last step kept
+    meta = json.loads((result.run_dir / "meta.json").read_text())  # the checkpoint records the run it came from
+    assert ckpt["train_config"] == meta["config"] and ckpt["val_accuracy"] == result.val_accuracy
+    assert (ckpt["split_seed"], ckpt["data_source"], ckpt["reading"]) == (1337, "bundled", "truncated")
 
 
 @pytest.mark.parametrize("grad_clip, calls", [(1.0, [1.0, 1.0]), (0.0, [])])
