@@ -268,7 +268,7 @@ def test_padding_never_changes_what_a_run_learns(tmp_path):
     batches are padded to a multiple of 128 learns exactly what one padded to its longest review learns (no
     dropout, whose masks depend on the padded shape). Reviews up to 256 tokens, so many batches carry padding."""
     runs = {pad: train(tiny_config(tmp_path / str(pad), block_size=256, dropout=0.0, pad_multiple=pad, max_steps=6,
-                                   eval_interval=6, log_interval=1, train_limit=256, val_limit=64))
+                                   eval_interval=6, log_interval=1, train_limit=256, val_limit=64, precision="fp32"))
             for pad in (1, 128)}
     tight, padded = (r.history["train_loss"].to_numpy() for r in runs.values())
     assert len(tight) == 6 and np.allclose(tight, padded, rtol=0, atol=2e-5), (tight, padded)
@@ -285,7 +285,7 @@ def test_the_run_line_says_when_the_model_is_compiled(tmp_path, monkeypatch, cap
     compiled = []
     monkeypatch.setattr(train_module, "use_compile", lambda setting, device: True)
     monkeypatch.setattr(train_module.torch, "compile", lambda model, dynamic: compiled.append(dynamic) or model)
-    result = train(tiny_config(tmp_path, quiet=False, max_steps=2, eval_interval=2, val_limit=32))
+    result = train(tiny_config(tmp_path, quiet=False, max_steps=2, eval_interval=2, val_limit=32, precision="fp32"))
     assert compiled == [True]  # dynamic shapes: batches vary in length
     assert re.search(rf"run {result.run_id}: .* val reviews, cpu fp32 compiled\n", capsys.readouterr().out)
 
@@ -303,7 +303,7 @@ def test_the_curve_counts_seconds_and_tokens_from_the_start_of_the_run(tmp_path,
     tokens = []
     real = train_module.collate
     monkeypatch.setattr(train_module, "collate", lambda *a: (lambda b: tokens.append(int(b[1].sum())) or b)(real(*a)))
-    result = train(tiny_config(tmp_path, max_steps=6, eval_interval=3, log_interval=1))
+    result = train(tiny_config(tmp_path, max_steps=6, eval_interval=3, log_interval=1, precision="fp32"))
     curve = result.history
     assert curve["step"].tolist() == [1, 2, 3, 4, 5, 6] and len(tokens) == 6
     np.testing.assert_allclose(curve["train_seconds"], curve["step"] * 0.125)
@@ -317,6 +317,9 @@ def test_the_curve_counts_seconds_and_tokens_from_the_start_of_the_run(tmp_path,
     meta = json.loads((result.run_dir / "meta.json").read_text())  # the checkpoint records the run it came from
     assert ckpt["train_config"] == meta["config"] and ckpt["val_accuracy"] == result.val_accuracy
     assert (ckpt["split_seed"], ckpt["data_source"], ckpt["reading"]) == (1337, "bundled", "truncated")
+    row = pd.read_csv(result.run_dir.parent.parent / "runs.csv").iloc[0]  # and the index row says where and what
+    assert (row["device"], row["precision"], row["status"]) == ("cpu", "fp32", "ok")
+    assert row["val_loss"] == pytest.approx(result.val_loss, rel=1e-9) and row["val_accuracy"] == result.val_accuracy
 
 
 @pytest.mark.parametrize("grad_clip, calls", [(1.0, [1.0, 1.0]), (0.0, [])])
