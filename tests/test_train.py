@@ -320,6 +320,8 @@ def test_the_curve_counts_seconds_and_tokens_from_the_start_of_the_run(tmp_path,
     row = pd.read_csv(result.run_dir.parent.parent / "runs.csv").iloc[0]  # and the index row says where and what
     assert (row["device"], row["precision"], row["status"]) == ("cpu", "fp32", "ok")
     assert row["val_loss"] == pytest.approx(result.val_loss, rel=1e-9) and row["val_accuracy"] == result.val_accuracy
+    for metric in ("roc_auc", "ece", "f1"):
+        assert row[metric] == pytest.approx(result.metrics[metric], rel=1e-9), metric
 
 
 @pytest.mark.parametrize("grad_clip, calls", [(1.0, [1.0, 1.0]), (0.0, [])])

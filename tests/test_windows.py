@@ -247,7 +247,7 @@ def test_a_windows_run_validates_at_its_own_stride(tmp_path):
 
     cfg = tiny_config(tmp_path, reading="windows", truncation="random_window", block_size=32, window_stride=8,
                       max_steps=4, eval_interval=4, val_limit=32, dev_fraction=0.1, keep_best=True,
-                      precision="fp32")
+                      precision="fp32", log_interval=2)  # a training-loss point between passes, without dev numbers
     result = train(cfg)  # one pass, at the last step: its weights are the best, and scored again at the end
     clf = Classifier.load(result.checkpoint, precision="fp32")
     train_split, val = load_splits(cfg)
