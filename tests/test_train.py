@@ -322,6 +322,8 @@ def test_the_curve_counts_seconds_and_tokens_from_the_start_of_the_run(tmp_path,
     assert row["val_loss"] == pytest.approx(result.val_loss, rel=1e-9) and row["val_accuracy"] == result.val_accuracy
     for metric in ("roc_auc", "ece", "f1"):
         assert row[metric] == pytest.approx(result.metrics[metric], rel=1e-9), metric
+    assert meta["metrics"] == result.metrics and meta["val_loss"] == result.val_loss  # meta.json: the numbers unrounded
+    assert meta["tokens_per_second"] == sum(tokens) / 0.75 and meta["train_seconds"] == 0.75
 
 
 @pytest.mark.parametrize("grad_clip, calls", [(1.0, [1.0, 1.0]), (0.0, [])])
