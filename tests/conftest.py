@@ -72,3 +72,17 @@ def figures_tag(profile: str) -> str:
     from nanogpt.study.runs import trained_population
 
     return population_tag(profile, trained_population(profile, {}))
+
+
+def spy(monkeypatch, owner, name: str) -> list:
+    """Wrap `owner.name` (a function, or a method looked up on its class) so that every call still runs and is
+    recorded as (args, kwargs, result) in the list returned."""
+    real, calls = getattr(owner, name), []
+
+    def wrapper(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append((args, kwargs, result))
+        return result
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import spy, tiny_config
 from test_pretrain import smoke
 from test_run_identity import RESUMABLE, _interrupted_run
 
@@ -126,13 +126,11 @@ def test_the_lever_arm():
 def test_the_objective_adds_the_weighted_language_model_loss(tmp_path, backbone, monkeypatch):
     """What each step minimises is the labels' loss (the curve's, logged every step here) plus lm_weight times the
     next-token loss: read off the tensor that is differentiated."""
-    differentiated, lm_losses = [], []
-    real_backward, real_loss = torch.Tensor.backward, AuxLM.loss
-    monkeypatch.setattr(torch.Tensor, "backward", lambda self, *a, **k: differentiated.append(self.item())
-                        or real_backward(self, *a, **k))
-    monkeypatch.setattr(AuxLM, "loss", lambda self, *a: (lambda v: lm_losses.append(v.item()) or v)(real_loss(self, *a)))
+    backward, aux = spy(monkeypatch, torch.Tensor, "backward"), spy(monkeypatch, AuxLM, "loss")
     result = train(tiny_config(tmp_path, init=f"lm:{backbone.path}", lm_weight=0.5, max_steps=3, eval_interval=3,
                                log_interval=1, val_limit=32))
+    differentiated = [args[0].item() for args, _, _ in backward]
+    lm_losses = [loss.item() for _, _, loss in aux]
     assert len(differentiated) == len(lm_losses) == 3 and min(lm_losses) > 0
     expected = result.history["train_loss"].to_numpy() + 0.5 * np.array(lm_losses)
     np.testing.assert_allclose(differentiated, expected, rtol=1e-6)

@@ -3,7 +3,7 @@ trains on exactly its teacher's probabilities for exactly the reviews of each ba
 import numpy as np
 import pytest
 import torch
-from conftest import separable_csv, tiny_config
+from conftest import separable_csv, spy, tiny_config
 
 from nanogpt.core.losses import get_criterion
 from nanogpt.data.imdb import load_splits
@@ -141,11 +141,9 @@ def test_the_loop_hands_the_teacher_term_its_weight_and_temperature(tmp_path, mo
 
     cfg = tiny_config(tmp_path, loss="bce", precision="fp32", max_steps=2, eval_interval=2, val_limit=32)
     teacher = _teacher_for(cfg, lambda s: np.linspace(0.1, 0.9, len(s)).astype(np.float32), tmp_path / "t.npz")
-    seen = []
-    real = train_module.distilled_objective
-    monkeypatch.setattr(train_module, "distilled_objective", lambda *a, **k: seen.append((a, k)) or real(*a, **k))
+    seen = spy(monkeypatch, train_module, "distilled_objective")
     train(cfg.replace(teacher=str(teacher), distill_weight=0.25, distill_temperature=2.0))
     assert len(seen) == 2
-    for args, kwargs in seen:
+    for args, kwargs, _ in seen:
         assert args[4:] == (0.25, 2.0) and not kwargs
         assert args[3].dtype == torch.float32 and args[3].shape == (cfg.batch_size,) and args[3].min() >= 0.1

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import spy, tiny_config
 
 from nanogpt.core.runtime import resolve_device, resolve_precision
 from nanogpt.data.batching import bucketed_batches
@@ -300,10 +300,9 @@ def test_the_curve_counts_seconds_and_tokens_from_the_start_of_the_run(tmp_path,
 
     ticks = itertools.count()
     monkeypatch.setattr(time, "perf_counter", lambda: next(ticks) * 0.125)
-    tokens = []
-    real = train_module.collate
-    monkeypatch.setattr(train_module, "collate", lambda *a: (lambda b: tokens.append(int(b[1].sum())) or b)(real(*a)))
+    batches = spy(monkeypatch, train_module, "collate")
     result = train(tiny_config(tmp_path, max_steps=6, eval_interval=3, log_interval=1, precision="fp32"))
+    tokens = [int(lengths.sum()) for _, _, (_, lengths, _) in batches]  # each batch's real tokens
     curve = result.history
     assert curve["step"].tolist() == [1, 2, 3, 4, 5, 6] and len(tokens) == 6
     np.testing.assert_allclose(curve["train_seconds"], curve["step"] * 0.125)
@@ -328,9 +327,6 @@ def test_the_curve_counts_seconds_and_tokens_from_the_start_of_the_run(tmp_path,
 
 @pytest.mark.parametrize("grad_clip, calls", [(1.0, [1.0, 1.0]), (0.0, [])])
 def test_gradients_are_clipped_at_grad_clip_and_never_at_zero(tmp_path, monkeypatch, grad_clip, calls):
-    seen = []
-    real = torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, *a, **k:
-                        seen.append(max_norm) or real(params, max_norm, *a, **k))
+    clips = spy(monkeypatch, torch.nn.utils, "clip_grad_norm_")
     train(tiny_config(tmp_path, max_steps=2, eval_interval=2, val_limit=32, grad_clip=grad_clip))
-    assert seen == calls  # one global clip a step at 1.0; 0 disables it
+    assert [args[1] for args, _, _ in clips] == calls  # one global clip a step at 1.0; 0 disables it

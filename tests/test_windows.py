@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import spy, tiny_config
 
 from nanogpt.core.losses import get_criterion
 from nanogpt.core.model import GPTClassifier, ModelConfig
@@ -226,13 +226,11 @@ def test_a_random_window_run_buckets_its_batches_by_the_windows_lengths(tmp_path
     of each review, so it sorts by the windowed length (min(length, block)), not the whole review's."""
     from nanogpt.run import train as train_module
 
-    seen = []
-    real = train_module.infinite_batches
-    monkeypatch.setattr(train_module, "infinite_batches", lambda lengths, *a, **k: seen.append(lengths) or real(lengths, *a, **k))
+    seen = spy(monkeypatch, train_module, "infinite_batches")
     cfg = tiny_config(tmp_path, reading="windows", truncation="random_window", block_size=128, max_steps=2,
                       eval_interval=2, val_limit=32)
     train_module.train(cfg)
-    (lengths,) = seen
+    ((lengths, *_), _, _), = seen
     assert lengths.max() == cfg.block_size and lengths.min() < cfg.block_size  # long reviews cut, short ones kept
 
 
@@ -259,6 +257,7 @@ def test_a_windows_run_validates_at_its_own_stride(tmp_path):
         assert point[f"{name}_accuracy"] == float(np.mean((probs > 0.5) == split.labels)), name
     assert clf.window_stride == 8
     saved = pd.read_csv(result.run_dir / "val_predictions.csv")["positive_probability"]
-    np.testing.assert_allclose(clf.predict(load_imdb()["validation"]["text"][:32]).probabilities, saved, atol=1e-6)
+    texts = load_imdb()["validation"]["text"][:32]
+    np.testing.assert_allclose(clf.predict(texts).probabilities, saved, atol=1e-6)
     default = Classifier.load(result.checkpoint, precision="fp32", window_stride=16)  # another stride scores otherwise
-    assert not np.allclose(default.predict(load_imdb()["validation"]["text"][:32]).probabilities, saved, atol=1e-6)
+    assert not np.allclose(default.predict(texts).probabilities, saved, atol=1e-6)
