@@ -287,27 +287,33 @@ def test_the_run_line_says_when_the_model_is_compiled(tmp_path, monkeypatch, cap
     monkeypatch.setattr(train_module.torch, "compile", lambda model, dynamic: compiled.append(dynamic) or model)
     result = train(tiny_config(tmp_path, quiet=False, max_steps=2, eval_interval=2, val_limit=32, precision="fp32"))
     assert compiled == [True]  # dynamic shapes: batches vary in length
-    assert re.search(rf"run {result.run_id}: .* val reviews, cpu fp32 compiled\n", capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert re.search(rf"run {result.run_id}: .* val reviews, cpu fp32 compiled\n", out)
+    # and the run's last line: its numbers and where they are
+    assert re.search(rf"run {result.run_id}: val accuracy {result.val_accuracy:.4f}, val loss {result.val_loss:.4f}, "
+                     rf"\d+s training, [\d,]+ tokens/s -> {re.escape(str(result.run_dir))}\n", out)
 
 
 def test_the_curve_counts_seconds_and_tokens_from_the_start_of_the_run(tmp_path, monkeypatch):
-    """Each point of the curve holds the training seconds and tokens/s so far: with a clock that moves 0.125 s per
-    reading (two readings a step), step k has taken k x 0.125 s and every real token of its batches counts."""
+    """Each point of the curve holds the training seconds and tokens/s so far: with a clock that moves 0.375 s per
+    reading (two readings a step), step k has taken k x 0.375 s and every real token of its batches counts."""
     import itertools
     import time
 
     from nanogpt.run import train as train_module
 
     ticks = itertools.count()
-    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks) * 0.125)
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks) * 0.375)
     batches = spy(monkeypatch, train_module, "collate")
-    result = train(tiny_config(tmp_path, max_steps=6, eval_interval=3, log_interval=1, precision="fp32"))
+    cfg = tiny_config(tmp_path, max_steps=6, eval_interval=3, log_interval=1, precision="fp32", loss="bce", seed=3)
+    result = train(cfg)
     tokens = [int(lengths.sum()) for _, _, (_, lengths, _) in batches]  # each batch's real tokens
     curve = result.history
     assert curve["step"].tolist() == [1, 2, 3, 4, 5, 6] and len(tokens) == 6
-    np.testing.assert_allclose(curve["train_seconds"], curve["step"] * 0.125)
+    np.testing.assert_allclose(curve["train_seconds"], curve["step"] * 0.375)
     np.testing.assert_allclose(curve["tokens_per_second"] * curve["train_seconds"], np.cumsum(tokens))
-    assert result.row["train_seconds"] == 0.75 and result.row["tokens_per_second"] == round(sum(tokens) / 0.75, 1)
+    assert result.row["train_seconds"] == 2.25 and result.row["tokens_per_second"] == round(sum(tokens) / 2.25, 1)
+    assert round(sum(tokens) / 2.25, 1) != round(sum(tokens) / 2.25)  # so the row's one decimal is seen
     passes = curve.dropna(subset=["val_accuracy"])  # validation at steps 3 and 6: both numbers on both points
     assert passes["step"].tolist() == [3, 6] and passes["val_loss"].notna().all()
     assert passes["val_loss"].iloc[-1] == result.val_loss and curve["val_loss"].isna().sum() == 4
@@ -322,7 +328,11 @@ def test_the_curve_counts_seconds_and_tokens_from_the_start_of_the_run(tmp_path,
     for metric in ("roc_auc", "ece", "f1"):
         assert row[metric] == pytest.approx(result.metrics[metric], rel=1e-9), metric
     assert meta["metrics"] == result.metrics and meta["val_loss"] == result.val_loss  # meta.json: the numbers unrounded
-    assert meta["tokens_per_second"] == sum(tokens) / 0.75 and meta["train_seconds"] == 0.75
+    assert meta["tokens_per_second"] == sum(tokens) / 2.25 and meta["train_seconds"] == 2.25
+    assert meta["model_config"] == ckpt["model_config"] and meta["environment"]["precision"] == "fp32"
+    # the RunResult a caller gets: the run's own numbers, unrounded
+    assert (result.loss, result.seed, result.steps, result.device, result.precision) == ("bce", 3, 6, "cpu", "fp32")
+    assert result.tokens_per_second == meta["tokens_per_second"] and result.train_seconds == 2.25
 
 
 @pytest.mark.parametrize("grad_clip, calls", [(1.0, [1.0, 1.0]), (0.0, [])])

@@ -233,7 +233,7 @@ def train_claimed(cfg: TrainConfig, run: RunDir, resume: bool, write_index: bool
     bar = progress(cfg.max_steps, start_step, f"{cfg.loss} seed {cfg.seed}", "step", disable=cfg.quiet)
     model.train()
     done = start_step
-    for step in range(start_step if selection.stopped_at is None else cfg.max_steps, cfg.max_steps):
+    for step in range(start_step, cfg.max_steps):  # an early stop breaks out before any save: no state holds one
         t0 = time.perf_counter()
         lr = learning_rate_at(step, cfg)
         for group in (g for opt in optimizers for g in opt.param_groups):
