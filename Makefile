@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: study test test-fast lint setup browser mutation clean-cache powered-study replication-study cpu-study pretraining-study pretraining-long-study gpu-check
+.PHONY: study test test-fast lint setup browser mutation clean-cache powered-study replication-study cpu-study pretraining-study pretraining-long-study final-study gpu-check
 
 setup: $(STAMP)
 
@@ -79,6 +79,13 @@ pretraining-study: $(STAMP)
 # reviews (recipe ft-long); scratch runs are the first study's. Resumable like the first: run it again to go on.
 pretraining-long-study: $(STAMP)
 	$(PY) -m nanogpt study --pretraining --profile ft --recipe ft-long $(ARGS)
+
+# Plan 3's final comparison (results/analysis-plan-3.json): the recipe the development slice chose, ft-long with
+# GPT-1's auxiliary language-model loss at 0.5 (docs/levers.md). Backbones lm-cpu seeds 0-2 at 65.6M tokens with
+# their next-token output (about 2 hours each on 2 AVX2 cores), CE and BCE seeds 0-4 from backbone 0, CE seeds 0-4
+# from backbones 1 and 2, and the scratch runs, in results/final: a population of its own. Resumable like the others.
+final-study: $(STAMP)
+	$(PY) -m nanogpt study --pretraining --profile ft --recipe ft-long-lm --out results/final $(ARGS)
 
 # On a CUDA machine: the CUDA path checked in a few minutes (compiled vs eager, bf16 + fused AdamW, a short paper
 # run, the paper study's predicted wall time, the bench's GPU section); report in results/gpu-check.json.

@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "recipe's; 0-2 for ft)")
     p.add_argument("--recipe", default="ft", help="with --pretraining: the named study (pretrain_study.RECIPES): ft "
                                                   "(default; 16.4M tokens, head+tail) | ft-long (65.6M tokens, whole "
-                                                  "reviews in windows)")
+                                                  "reviews in windows) | ft-long-lm (plan 3's final recipe: ft-long "
+                                                  "with an auxiliary LM loss at 0.5, CE seeds 0-4 on every backbone)")
     p.add_argument("--fresh", action="store_true",
                    help="retrain the decided study from scratch into --out, which must be a new or empty folder "
                         "(not the committed results/): prints the time estimate first (500 runs: about "

@@ -263,6 +263,38 @@ def test_the_comparison_keeps_the_study_recipe_only():
     assert sorted(zip(kept["start"], kept["val_accuracy"])) == [("pre-trained", 0.89), ("scratch", 0.87)]
 
 
+def test_the_final_recipe_keeps_its_runs_apart_and_asks_plan_3s_seeds(tmp_path, monkeypatch):
+    """ft-long-lm (plan 3's recipe: ft-long with the auxiliary language-model loss at 0.5): its pre-trained runs are
+    not ft-long's, nor ft-long's runs its own; the command line hands notebook 06 its backbones, its fine-tuning
+    and CE seeds 0-4 on every backbone, while ft-long keeps one seed there."""
+    from nanogpt.__main__ import main
+    from nanogpt.study import runs as study_runs
+    from nanogpt.study.pretrain_study import get_recipe, of_recipe
+
+    runs = _rows([("lm:b0", "ce", 0, 0.89, 0.25), ("lm:b0", "ce", 0, 0.90, 0.25), ("scratch", "ce", 0, 0.87, 1.0)])
+    windows = {"reading": "windows", "truncation": "random_window"}
+    runs["config"] = [json.dumps({**json.loads(c), **extra}) for c, extra in
+                      zip(runs["config"], ({**windows, "lm_weight": 0.0}, {**windows, "lm_weight": 0.5}, {}))]
+    for recipe, accuracy in (("ft-long", 0.89), ("ft-long-lm", 0.90)):
+        kept = of_recipe(runs, get_recipe(recipe)["finetune"])
+        assert sorted(zip(kept["start"], kept["val_accuracy"])) == [("pre-trained", accuracy), ("scratch", 0.87)]
+    handed = {}
+
+    def notebook(profile, pretrain_profile, seeds, backbones, source, out, *args, name, **kwargs):
+        handed[name] = {"backbones": backbones, **kwargs}
+        (Path(out) / f"pretraining-{name}.json").write_text(json.dumps({"verdict": []}))
+        return Path(out) / "06.ipynb"
+
+    monkeypatch.setattr(study_runs, "run_pretraining_notebook", notebook)
+    for recipe in ("ft-long", "ft-long-lm"):
+        assert main(["study", "--pretraining", "--recipe", recipe, "--out", str(tmp_path)]) == 0
+    final, long = handed["ft-long-lm"], handed["ft-long"]
+    assert final["variance_seeds"] == [0, 1, 2, 3, 4] and long["variance_seeds"] == [0]
+    assert final["backbones"] == long["backbones"] == [0, 1, 2]
+    assert final["pretrain_overrides"] == long["pretrain_overrides"] == {"max_steps": 8000}  # the same backbones
+    assert final["finetune"] == {**long["finetune"], "lm_weight": 0.5}
+
+
 def test_fewer_positions_make_the_positions_curve_not_the_comparison():
     from nanogpt.run.profiles import get_profile
     from nanogpt.study.pretrain_study import of_recipe, pretraining_positions

@@ -26,11 +26,18 @@ FINETUNE = {"backbone_lr_scale": 0.25}
 # how long the backbones pre-train (PretrainConfig overrides) and how they are fine-tuned (TrainConfig overrides of
 # the pre-trained runs). `ft`: the first study (16.4M tokens, head+tail). `ft-long`: backbones pre-trained 4x longer
 # (65.6M tokens), fine-tuned and scored on whole reviews (docs/pretraining.md has the runs that chose it).
+# `ft-long-lm`: plan 3's final recipe (results/analysis-plan-3.json): ft-long with the one lever that passed the
+# plan's rule on the development slice, GPT-1's auxiliary language-model loss at weight 0.5 (docs/levers.md), and
+# `variance_seeds` 0-4 from every backbone (at least 3 backbones for CE); its backbones must keep their next-token
+# output, which backbones written since that lever do.
 RECIPES = {
     "ft": {"pretrain_overrides": {}, "finetune": FINETUNE, "backbone_seeds": (0, 1, 2)},
     "ft-long": {"pretrain_overrides": {"max_steps": 8000},
                 "finetune": {**FINETUNE, "reading": "windows", "truncation": "random_window"},
                 "backbone_seeds": (0, 1, 2)},
+    "ft-long-lm": {"pretrain_overrides": {"max_steps": 8000},
+                   "finetune": {**FINETUNE, "reading": "windows", "truncation": "random_window", "lm_weight": 0.5},
+                   "backbone_seeds": (0, 1, 2), "variance_seeds": (0, 1, 2, 3, 4)},
 }
 
 
