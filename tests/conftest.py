@@ -9,7 +9,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # kernels, services): torch's default is a thread per core in every process, so two workers on 2 cores ran 4
 # OpenMP threads that wait on each other. make test on a 2-core AMD EPYC: 679 s with the default, 519 s with this.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    _share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS: no affinity
+    _share = _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
 
 
