@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: study test test-fast lint setup browser mutation clean-cache powered-study replication-study cpu-study pretraining-study pretraining-long-study final-study gpu-check
+.PHONY: study test test-fast lint setup browser mutation clean-cache powered-study replication-study cpu-study pretraining-study pretraining-long-study final-study mutation-alone gpu-check
 
 setup: $(STAMP)
 
@@ -101,6 +101,15 @@ gpu-check: $(STAMP)
 mutation: $(STAMP)
 	$(PY) -m mutmut run --max-children 1 $(ARGS)
 	$(PY) -m mutmut results
+
+# One survivor run alone, outside mutmut's fork server, against the tests that should catch it (slow ones included):
+# make mutation-alone MUTANT=nanogpt.run.train.x_train_claimed__mutmut_800 TESTS="tests/test_train.py -k curve"
+# A test failure here means the mutant is killed (docs/testing.md: what the ledgers in docs/mutation/ record).
+mutation-alone: $(STAMP)
+	@test -n "$(MUTANT)" && test -n "$(TESTS)" && test -d mutants || { echo "make mutation-alone: give MUTANT=<name> \
+	and TESTS=<pytest arguments>, after make mutation has written mutants/" >&2; exit 2; }
+	cd mutants && MUTANT_UNDER_TEST=$(MUTANT) OMP_NUM_THREADS=1 ../$(PY) -m pytest -x -q -p no:cacheprovider \
+	  -o addopts= $(TESTS)
 
 clean-cache:
 	rm -rf data/cache
