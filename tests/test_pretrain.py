@@ -293,6 +293,18 @@ def test_the_final_recipe_keeps_its_runs_apart_and_asks_plan_3s_seeds(tmp_path, 
     assert final["backbones"] == long["backbones"] == [0, 1, 2]
     assert final["pretrain_overrides"] == long["pretrain_overrides"] == {"max_steps": 8000}  # the same backbones
     assert final["finetune"] == {**long["finetune"], "lm_weight": 0.5}
+    # read back before its runs exist (the committed results hold ft-long's backbones and scratch runs, none of
+    # its own): one clear "not yet" for notebook 06, and the bench passes over it to the studies that are here
+    from nanogpt.bench import pretraining_section
+    from nanogpt.core.resources import REPO_ROOT
+    from nanogpt.study.pretrain_study import stored_pretraining
+
+    with pytest.raises(FileNotFoundError, match="no 'ft' runs fine-tuned with this recipe"):
+        stored_pretraining(REPO_ROOT / "results", "ft", "lm-cpu", final["finetune"], final["pretrain_overrides"])
+    shown = []
+    out = pretraining_section(lambda label, text: shown.append(f"{label}: {text}"), quick=True)
+    assert set(out["pretraining_compute"]) == {"ft", "ft-long"}
+    assert any(line.startswith("pre-training ft-long-lm: skipped") for line in shown), shown
 
 
 def test_fewer_positions_make_the_positions_curve_not_the_comparison():

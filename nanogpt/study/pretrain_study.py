@@ -272,6 +272,10 @@ def stored_pretraining(results_dir: str | Path, profile: str, pretrain_profile: 
     ids = set(backbones["backbone_id"])
     runs = runs[(runs["start"] == "scratch") | runs["backbone"].isin(ids)]  # of_recipe has added start, backbone
     used = set(runs["backbone"]) - {""}
+    if not used:  # scratch runs and backbones, but no run fine-tuned with this recipe from them
+        raise FileNotFoundError(f"{results_dir} holds no '{profile}' runs fine-tuned with this recipe from its "
+                                f"'{pretrain_profile}' backbones yet. Fix: run notebook 06 with train=True (or "
+                                "`python -m nanogpt study --pretraining --recipe <name>`).")
     return runs.reset_index(drop=True), backbones[backbones["backbone_id"].isin(used)].reset_index(drop=True)
 
 
