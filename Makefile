@@ -28,7 +28,7 @@ lint: $(STAMP)
 
 # Two xdist workers, a test file each at a time (a file's module fixtures are built once): on 2 cores the suite's
 # waits (kernels, subprocesses, servers) overlap, 554 s against 756 s one after another (measured here). Each worker
-# runs torch on its share of the cores (tests/conftest.py): 519 s for 612 tests, against 679 s at a thread per core.
+# runs torch on its share of the cores (tests/conftest.py): 497 s for 612 tests, against 679 s at a thread per core.
 test: $(STAMP) browser lint
 	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 

@@ -7,7 +7,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Under xdist each worker takes its share of the cores, for itself and the processes it starts (studies, notebook
 # kernels, services): torch's default is a thread per core in every process, so two workers on 2 cores ran 4
-# OpenMP threads that wait on each other. make test on a 2-core AMD EPYC: 679 s with the default, 519 s with this.
+# OpenMP threads that wait on each other. make test on a 2-core AMD EPYC: 679 s with the default, 497 s with this.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS: no affinity
     _share = _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
