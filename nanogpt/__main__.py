@@ -291,7 +291,7 @@ def _pretraining_study(args) -> int:
     executed = run_pretraining_notebook(prof.name, args.pretrain_profile, seeds, backbones, source, args.out,
                                         args.figures, args.reports, overrides, progress=not args.quiet, name=name,
                                         pretrain_overrides=recipe["pretrain_overrides"], finetune=recipe["finetune"],
-                                        variance_seeds=list(recipe.get("variance_seeds", (0,))))
+                                        variance_seeds=list(recipe["variance_seeds"]))
     summary = json.loads((Path(args.out) / f"pretraining-{name}.json").read_text())
     print(f"\nexecuted notebook: {executed}\nfigures: {args.figures}/{name}/06_*.png")
     print("\n".join(f"- {s}" for s in summary["verdict"]))

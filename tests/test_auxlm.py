@@ -140,15 +140,14 @@ def test_one_clip_covers_the_classifier_and_the_language_model_output(tmp_path, 
     clipped = []
     real = torch.nn.utils.clip_grad_norm_
 
-    def spy(params, max_norm, *a, **k):
+    def listing_clip(params, max_norm, *a, **k):  # not conftest's spy: the generator must be listed before use
         params = list(params)
         clipped.append({id(p) for p in params})
         return real(params, max_norm, *a, **k)
 
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", listing_clip)
     built, real_from = [], AuxLM.from_backbone  # the output the run builds, to know its parameters
     monkeypatch.setattr(AuxLM, "from_backbone", classmethod(lambda cls, *a: built.append(real_from(*a)) or built[-1]))
     train(tiny_config(tmp_path, init=f"lm:{backbone.path}", lm_weight=0.5, max_steps=1, eval_interval=1, val_limit=32))
     (ids,) = clipped
     assert {id(p) for p in built[0].parameters()} <= ids and len(ids) > len(list(built[0].parameters()))
-

@@ -28,15 +28,14 @@ FINETUNE = {"backbone_lr_scale": 0.25}
 # (65.6M tokens), fine-tuned and scored on whole reviews (docs/pretraining.md has the runs that chose it).
 # `ft-long-lm`: plan 3's final recipe (results/analysis-plan-3.json): ft-long with the one lever that passed the
 # plan's rule on the development slice, GPT-1's auxiliary language-model loss at weight 0.5 (docs/levers.md), and
-# `variance_seeds` 0-4 from every backbone (at least 3 backbones for CE); its backbones must keep their next-token
+# `variance_seeds` 0-4 from every backbone (at least 3 backbones for CE; the others: seed 0); its backbones must keep their next-token
 # output, which backbones written since that lever do.
+WHOLE_REVIEWS = {**FINETUNE, "reading": "windows", "truncation": "random_window"}
 RECIPES = {
-    "ft": {"pretrain_overrides": {}, "finetune": FINETUNE, "backbone_seeds": (0, 1, 2)},
-    "ft-long": {"pretrain_overrides": {"max_steps": 8000},
-                "finetune": {**FINETUNE, "reading": "windows", "truncation": "random_window"},
-                "backbone_seeds": (0, 1, 2)},
-    "ft-long-lm": {"pretrain_overrides": {"max_steps": 8000},
-                   "finetune": {**FINETUNE, "reading": "windows", "truncation": "random_window", "lm_weight": 0.5},
+    "ft": {"pretrain_overrides": {}, "finetune": FINETUNE, "backbone_seeds": (0, 1, 2), "variance_seeds": (0,)},
+    "ft-long": {"pretrain_overrides": {"max_steps": 8000}, "finetune": WHOLE_REVIEWS, "backbone_seeds": (0, 1, 2),
+                "variance_seeds": (0,)},
+    "ft-long-lm": {"pretrain_overrides": {"max_steps": 8000}, "finetune": {**WHOLE_REVIEWS, "lm_weight": 0.5},
                    "backbone_seeds": (0, 1, 2), "variance_seeds": (0, 1, 2, 3, 4)},
 }
 
@@ -266,13 +265,12 @@ def stored_pretraining(results_dir: str | Path, profile: str, pretrain_profile: 
     runs = of_recipe(runs[runs["profile"] == profile], finetune) if not runs.empty else runs
     backbones = stored_backbones(results_dir, pretrain_profile, pretrain_overrides)
     backbones = backbones[backbones["differs"].map(len) == 0].drop(columns="differs")
-    if runs.empty or backbones.empty:
-        raise FileNotFoundError(f"{results_dir} holds no '{profile}' runs or no '{pretrain_profile}' backbones yet. "
-                                "Fix: run notebook 06 with train=True (or `python -m nanogpt study --pretraining`).")
-    ids = set(backbones["backbone_id"])
-    runs = runs[(runs["start"] == "scratch") | runs["backbone"].isin(ids)]  # of_recipe has added start, backbone
-    used = set(runs["backbone"]) - {""}
-    if not used:  # scratch runs and backbones, but no run fine-tuned with this recipe from them
+    used = set()
+    if not runs.empty and not backbones.empty:
+        ids = set(backbones["backbone_id"])
+        runs = runs[(runs["start"] == "scratch") | runs["backbone"].isin(ids)]  # of_recipe has added start, backbone
+        used = set(runs["backbone"]) - {""}
+    if not used:  # no runs, no backbones, or no run fine-tuned with this recipe from them
         raise FileNotFoundError(f"{results_dir} holds no '{profile}' runs fine-tuned with this recipe from its "
                                 f"'{pretrain_profile}' backbones yet. Fix: run notebook 06 with train=True (or "
                                 "`python -m nanogpt study --pretraining --recipe <name>`).")
