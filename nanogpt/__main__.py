@@ -295,6 +295,11 @@ def _pretraining_study(args) -> int:
     summary = json.loads((Path(args.out) / f"pretraining-{name}.json").read_text())
     print(f"\nexecuted notebook: {executed}\nfigures: {args.figures}/{name}/06_*.png")
     print("\n".join(f"- {s}" for s in summary["verdict"]))
+    from nanogpt.study import final
+
+    if args.recipe == final.RECIPE:  # the plan's recipe: the study ends with the plan's answer
+        print()
+        final.write_verdict(args.out, args.out)
     return 0
 
 

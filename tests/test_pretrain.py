@@ -263,7 +263,7 @@ def test_the_comparison_keeps_the_study_recipe_only():
     assert sorted(zip(kept["start"], kept["val_accuracy"])) == [("pre-trained", 0.89), ("scratch", 0.87)]
 
 
-def test_the_final_recipe_keeps_its_runs_apart_and_asks_plan_3s_seeds(tmp_path, monkeypatch):
+def test_the_final_recipe_keeps_its_runs_apart_and_asks_plan_3s_seeds(tmp_path, monkeypatch, capsys):
     """ft-long-lm (plan 3's recipe: ft-long with the auxiliary language-model loss at 0.5): its pre-trained runs are
     not ft-long's, nor ft-long's runs its own; the command line hands notebook 06 its backbones, its fine-tuning
     and CE seeds 0-4 on every backbone, while ft-long keeps one seed there."""
@@ -286,8 +286,13 @@ def test_the_final_recipe_keeps_its_runs_apart_and_asks_plan_3s_seeds(tmp_path, 
         return Path(out) / "06.ipynb"
 
     monkeypatch.setattr(study_runs, "run_pretraining_notebook", notebook)
+    said = {}
     for recipe in ("ft-long", "ft-long-lm"):
         assert main(["study", "--pretraining", "--recipe", recipe, "--out", str(tmp_path)]) == 0
+        said[recipe] = capsys.readouterr().out
+    # the plan's recipe ends with the plan's answer (here: its runs are not in the folder yet); the others do not
+    assert "plan 3: " in said["ft-long-lm"] and "no 'ft' runs fine-tuned with this recipe" in said["ft-long-lm"]
+    assert "plan 3" not in said["ft-long"].lower()
     final, long = handed["ft-long-lm"], handed["ft-long"]
     assert final["variance_seeds"] == [0, 1, 2, 3, 4] and long["variance_seeds"] == [0]
     assert final["backbones"] == long["backbones"] == [0, 1, 2]

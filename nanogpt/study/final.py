@@ -1,0 +1,222 @@
+"""Plan 3's final comparison (results/analysis-plan-3.json): does a single GPT beat the strongest bag of words?
+
+The plan was committed before any of its runs existed; this module only computes what it fixed:
+- the primary endpoint per loss: the mean validation accuracy of its runs, where a loss has runs from several
+  backbones the mean of the backbone means (each backbone counts once), with a one-sided 95% lower bound (t over
+  the backbone means, or over the fine-tuning seeds of one backbone); the goal is met if the mean is above
+  NBSVM's accuracy, and 'clearly above' only if the lower bound is;
+- churn: the share of validation reviews two runs label differently, between fine-tuning seeds of one backbone
+  and between runs of different backbones;
+- one row that is not the goal: the hybrid (study/hybrid.py, weight 0.5) for backbone 0's CE seed-0 run;
+- the run to ship: among the runs of the winning loss (goal met, higher mean; if neither loss meets it, the loss
+  with the higher mean, shipped under no winner's name), the one closest to its loss's endpoint.
+
+`python -m nanogpt.study.final --results results/final` reads the finished runs of the plan's recipe and writes
+`plan-3-verdict.json` beside them; `study --pretraining --recipe ft-long-lm` ends with it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats as sps
+
+RECIPE = "ft-long-lm"  # the plan's recipe (study/pretrain_study.RECIPES)
+LEVEL = 0.95  # the one-sided lower bound's confidence
+BACKBONE_MINUTES = 120.0  # the goal's budget per backbone, on 2 cores
+HYBRID_RUN = ("ce", 0)  # the plan's hybrid row: backbone 0's run of this loss and seed
+
+
+def endpoint(runs: pd.DataFrame, order: list[str], bar: float, level: float = LEVEL) -> dict:
+    """Per loss of `runs` (pre-trained rows: loss, seed, backbone, val_accuracy): the plan's endpoint in points
+    against `bar` (NBSVM's accuracy, points). `order` is the backbones' order (backbone 0 first)."""
+    out = {}
+    for loss, g in runs.groupby("loss", sort=True):
+        points = g["val_accuracy"].astype(float) * 100
+        per_backbone = points.groupby(g["backbone"]).mean()
+        per_backbone = per_backbone.reindex([b for b in order if b in per_backbone.index])
+        if len(per_backbone) >= 2:
+            values, unit = per_backbone.to_numpy(), "backbone means"
+        else:
+            values, unit = points.to_numpy(), "fine-tuning seeds of one backbone"
+        n = int(values.size)
+        mean = float(values.mean())
+        sd = float(values.std(ddof=1)) if n > 1 else math.nan
+        lower = mean - float(sps.t.ppf(level, n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
+        out[loss] = {"mean": mean, "lower_bound": lower, "level": level, "n": n, "unit": unit, "sd": sd,
+                     "runs": int(len(g)), "backbones": [b for b in order if b in set(g["backbone"])],
+                     "per_backbone": {b: float(v) for b, v in per_backbone.items()},
+                     "goal_met": bool(mean > bar), "clearly_above": bool(lower > bar) if n > 1 else False,
+                     "margin": mean - bar}
+    return out
+
+
+def churn_by_backbone(labels: np.ndarray, backbones: list[str]) -> dict:
+    """Churn (points) over pairs of distinct runs of one backbone (fine-tuning seeds) and over pairs of runs of
+    different backbones, from a label matrix (runs x reviews) and each run's backbone."""
+    from nanogpt.study.churn import pair_matrix
+
+    if len(backbones) != len(labels):
+        raise ValueError(f"{len(labels)} runs in the label matrix but {len(backbones)} backbones given.")
+    d = pair_matrix(np.asarray(labels, dtype=np.float64))
+    same = np.equal.outer(np.asarray(backbones), np.asarray(backbones))
+    distinct = ~np.eye(len(backbones), dtype=bool)
+    within_pairs, between_pairs = same & distinct, ~same
+    out = {"within_backbone": 100 * float(d[within_pairs].mean()) if within_pairs.any() else math.nan,
+           "between_backbones": 100 * float(d[between_pairs].mean()) if between_pairs.any() else math.nan,
+           "within_pairs": int(within_pairs.sum() // 2), "between_pairs": int(between_pairs.sum() // 2)}
+    out["ratio"] = (out["between_backbones"] / out["within_backbone"]
+                    if out["within_backbone"] and not math.isnan(out["between_backbones"]) else math.nan)
+    return out
+
+
+def ship_candidate(runs: pd.DataFrame, endpoints: dict, order: list[str]) -> dict:
+    """The run to ship: the winning loss's run closest to that loss's endpoint (ties: backbone order, then seed).
+    `winner` is False where no loss met the goal (the card then says where it stands)."""
+    met = [loss for loss, e in endpoints.items() if e["goal_met"]]
+    pool = met or list(endpoints)
+    loss = max(pool, key=lambda k: (endpoints[k]["mean"], k))
+    g = runs[runs["loss"] == loss].assign(points=lambda f: f["val_accuracy"].astype(float) * 100)
+    g = g.assign(distance=(g["points"] - endpoints[loss]["mean"]).abs(),
+                 rank=g["backbone"].map({b: i for i, b in enumerate(order)}))
+    best = g.sort_values(["distance", "rank", "seed"]).iloc[0]
+    return {"run_id": str(best["run_id"]), "loss": loss, "seed": int(best["seed"]), "backbone": str(best["backbone"]),
+            "accuracy": float(best["points"]), "endpoint": endpoints[loss]["mean"], "winner": bool(met)}
+
+
+def backbone_budget(backbones: pd.DataFrame, minutes: float = BACKBONE_MINUTES) -> list[dict]:
+    """Each backbone's pre-training minutes (as recorded: wall time on the cores it had, shared or not), processor
+    and precision, and whether it is within the goal's budget."""
+    rows = []
+    for _, b in backbones.iterrows():
+        m = float(b["train_seconds"]) / 60
+        rows.append({"backbone_id": b["backbone_id"], "seed": int(b["seed"]), "tokens": int(b["tokens"]),
+                     "minutes": round(m, 1), "within_budget": bool(m <= minutes),
+                     "processor": str(b.get("processor", "")), "isa": str(b.get("isa", "")),
+                     "precision": str(b.get("precision", ""))})
+    return rows
+
+
+def verdict_lines(report: dict) -> list[str]:
+    """Plain sentences generated from `report` (never written by hand)."""
+    bar, tfidf = report["nbsvm"], report["tfidf"]
+    out = []
+    for loss, e in report["endpoints"].items():
+        over = (f"over {e['n']} {e['unit']} ({e['runs']} runs)" if e["unit"] == "backbone means"
+                else f"over {e['n']} {e['unit']}")
+        where = ("clearly above" if e["clearly_above"] else "above, though not clearly (the lower bound is not)"
+                 if e["goal_met"] else "below")
+        out.append(f"{loss.upper()}: {e['mean']:.2f}% {over}, one-sided {100 * e['level']:.0f}% lower bound "
+                   f"{e['lower_bound']:.2f}%: {where} NBSVM ({bar:.2f}%, {e['margin']:+.2f} points); TF-IDF "
+                   f"{tfidf:.2f}%.")
+    met = [k for k, e in report["endpoints"].items() if e["goal_met"]]
+    out.append(("Goal met for " + " and ".join(k.upper() for k in met) + ".") if met else
+               "Goal not met: no loss's mean is above NBSVM's accuracy.")
+    claim = report.get("ce_vs_bce")
+    if claim:
+        out.append(f"BCE - CE on backbone 0: {claim['diff']:+.2f} points, 95% CI [{claim['ci_low']:+.2f}, "
+                   f"{claim['ci_high']:+.2f}], TOST p = {claim['tost_p']:.2g}: {claim['decision']} (margin "
+                   f"+-{claim['margin']:g}).")
+    for loss, c in report.get("churn", {}).items():
+        out.append(f"{loss.upper()} churn: {c['within_backbone']:.2f}% of reviews between fine-tuning seeds of one "
+                   f"backbone ({c['within_pairs']} pairs), {c['between_backbones']:.2f}% between backbones "
+                   f"({c['between_pairs']} pairs).")
+    hyb = report.get("hybrid")
+    if hyb:
+        r = hyb["row"]
+        out.append(f"Not the goal: the hybrid of {hyb['run_id']} and NBSVM (weight {r['weight']:g}) scores "
+                   f"{r['hybrid']:.2f}% ({r['hybrid_minus_gpt']:+.2f} over that GPT, {r['hybrid'] - bar:+.2f} over "
+                   "NBSVM), and it is two models to serve.")
+    over = [b for b in report["backbones"] if not b["within_budget"]]
+    if over:
+        out.append("Over the goal's 2 hours per backbone: " + ", ".join(f"{b['backbone_id']} ({b['minutes']:.0f} min)"
+                                                                         for b in over) + ".")
+    ship = report["ship"]
+    out.append(f"To ship: {ship['run_id']} ({ship['loss'].upper()} seed {ship['seed']}, {ship['accuracy']:.2f}%, the "
+               f"run closest to its loss's {ship['endpoint']:.2f}%)" +
+               (", the winner." if ship["winner"] else ", under no winner's name: its card says it is below NBSVM."))
+    return out
+
+
+def final_report(results_dir: str | Path, baseline_dir: str | Path = "results", recipe: str = RECIPE,
+                 profile: str = "ft", pretrain_profile: str = "lm-cpu", source: str = "bundled") -> dict:
+    """Everything plan 3 fixed, from the finished runs of `recipe` in `results_dir` and the baselines cached in
+    `baseline_dir` (refitted there when absent)."""
+    from nanogpt.run.predictions import available_val_predictions
+    from nanogpt.study.analysis import accuracy_claim, load_plan
+    from nanogpt.study.baseline import nbsvm_baseline, tfidf_baseline
+    from nanogpt.study.churn import label_matrix
+    from nanogpt.study.pretrain_study import get_recipe, stored_pretraining
+
+    spec = get_recipe(recipe)
+    runs, backbones = stored_pretraining(results_dir, profile, pretrain_profile, spec["finetune"],
+                                         spec["pretrain_overrides"])
+    order = list(backbones["backbone_id"])
+    pre = runs[runs["start"] == "pre-trained"].reset_index(drop=True)
+    nbsvm = 100 * nbsvm_baseline(source, out_dir=baseline_dir)["accuracy"]
+    tfidf = 100 * tfidf_baseline(source, out_dir=baseline_dir)["accuracy"]
+    endpoints = endpoint(pre, order, nbsvm)
+    report = {"plan": "results/analysis-plan-3.json", "recipe": recipe, "results": str(results_dir),
+              "nbsvm": nbsvm, "tfidf": tfidf, "endpoints": endpoints, "backbones": backbone_budget(backbones),
+              "ship": ship_candidate(pre, endpoints, order)}
+    first = pre[pre["backbone"] == order[0]]
+    ce, bce = (first[first["loss"] == k].set_index("seed")["val_accuracy"] * 100 for k in ("ce", "bce"))
+    if len(ce) >= 2 and len(bce) >= 2:
+        report["ce_vs_bce"] = accuracy_claim(ce.sort_index(), bce.sort_index(), load_plan())
+    found, missing = available_val_predictions(results_dir, pre)
+    report["missing_predictions"] = sorted(missing)
+    report["churn"] = {}
+    for loss, g in pre[pre["run_id"].isin(found)].groupby("loss"):
+        if len(g) >= 2:
+            labels, _, _ = label_matrix(found, list(g["run_id"]))
+            report["churn"][loss] = churn_by_backbone(labels, list(g["backbone"]))
+    loss, seed = HYBRID_RUN
+    pick = first[(first["loss"] == loss) & (first["seed"] == seed) & first["run_id"].isin(found)]
+    if len(pick):
+        report["hybrid"] = hybrid_row(results_dir, pick, found, baseline_dir, source)
+    report["verdict"] = verdict_lines(report)
+    return report
+
+
+def hybrid_row(results_dir, pick: pd.DataFrame, found: dict, baseline_dir, source: str) -> dict:
+    from nanogpt.study.hybrid import hybrid_table, nbsvm_validation
+
+    cfg = json.loads(pick["config"].iloc[0])
+    labels, bow, _ = nbsvm_validation(source, cfg.get("split_seed"), cfg.get("val_fraction"), baseline_dir)
+    row = hybrid_table(found, pick, labels, bow).iloc[0].to_dict()
+    return {"run_id": str(pick["run_id"].iloc[0]), "row": row}
+
+
+def write_verdict(results_dir: str | Path, baseline_dir: str | Path = "results") -> int:
+    """Compute the report, write `plan-3-verdict.json` in `results_dir` and print its sentences; 2 (with one line
+    saying so) when the plan's runs are not there yet."""
+    from nanogpt.core.artifacts import write_report_json
+
+    try:
+        report = final_report(results_dir, baseline_dir)
+    except FileNotFoundError as err:
+        print(f"plan 3: {err}")
+        return 2
+    path = Path(results_dir) / "plan-3-verdict.json"
+    write_report_json(path, json.loads(json.dumps(report, default=float)))
+    print("Plan 3 (results/analysis-plan-3.json):")
+    for line in report["verdict"]:
+        print("-", line)
+    print(f"report -> {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nanogpt.study.final", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default="results/final", help="the plan's runs (default: results/final)")
+    parser.add_argument("--baselines", default="results", help="where the baselines are cached (default: results)")
+    args = parser.parse_args(argv)
+    return write_verdict(args.results, args.baselines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

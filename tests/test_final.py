@@ -1,0 +1,155 @@
+"""Plan 3's final comparison (study/final.py): the endpoint per loss against hand-computed numbers (each backbone
+counts once), churn within and between backbones, the run to ship, and the whole report from a results folder."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nanogpt.study import final as F
+
+BAR = 91.85
+
+
+def _runs(spec):
+    """(loss, backbone, seed, accuracy in points) -> pre-trained rows as stored_pretraining returns them."""
+    return pd.DataFrame([{"run_id": f"{b}-{loss}-{s}", "loss": loss, "backbone": b, "seed": s,
+                          "val_accuracy": acc / 100, "start": "pre-trained"} for loss, b, s, acc in spec])
+
+
+RUNS = _runs([("ce", "b0", 0, 91.0), ("ce", "b0", 1, 92.0), ("ce", "b1", 0, 92.5), ("ce", "b1", 1, 92.5),
+              ("ce", "b2", 0, 93.0), ("bce", "b0", 0, 91.0), ("bce", "b0", 1, 91.5), ("bce", "b0", 2, 92.0)])
+ORDER = ["b0", "b1", "b2"]
+
+
+def test_the_endpoint_counts_each_backbone_once_and_bounds_it_from_below():
+    e = F.endpoint(RUNS, ORDER, BAR)
+    ce, bce = e["ce"], e["bce"]
+    # CE: backbone means 91.5, 92.5, 93.0 -> 92.333 (the five runs' own mean would be 92.2); sd 0.76376, t(0.95, 2)
+    assert ce["mean"] == pytest.approx(92.33333, abs=1e-4) and ce["unit"] == "backbone means"
+    assert (ce["n"], ce["runs"], ce["backbones"]) == (3, 5, ORDER)
+    assert ce["per_backbone"] == pytest.approx({"b0": 91.5, "b1": 92.5, "b2": 93.0})
+    assert ce["lower_bound"] == pytest.approx(92.33333 - 2.919986 * 0.763763 / 3 ** 0.5, abs=1e-4)  # 91.046
+    assert ce["goal_met"] and not ce["clearly_above"] and ce["margin"] == pytest.approx(0.48333, abs=1e-4)
+    # BCE: one backbone, so its fine-tuning seeds: 91.5, sd 0.5 -> 90.657
+    assert bce["unit"] == "fine-tuning seeds of one backbone" and (bce["n"], bce["runs"]) == (3, 3)
+    assert bce["mean"] == pytest.approx(91.5) and bce["lower_bound"] == pytest.approx(90.65707, abs=1e-4)
+    assert not bce["goal_met"] and not bce["clearly_above"]
+    assert F.endpoint(RUNS, ORDER, 90.0)["ce"]["clearly_above"]  # the bound 91.05 is above 90
+
+
+def test_churn_within_and_between_backbones_by_hand():
+    labels = np.array([[1, 1, 0, 0], [1, 1, 0, 1], [0, 1, 0, 0], [0, 0, 1, 1]])
+    c = F.churn_by_backbone(labels, ["a", "a", "b", "b"])
+    # within: (0,1) 1/4, (2,3) 3/4 -> 50%; between: (0,2) 1/4, (0,3) 1, (1,2) 2/4, (1,3) 3/4 -> 62.5%
+    assert (c["within_backbone"], c["between_backbones"]) == (pytest.approx(50.0), pytest.approx(62.5))
+    assert (c["within_pairs"], c["between_pairs"]) == (2, 4) and c["ratio"] == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="4 runs in the label matrix but 3 backbones"):
+        F.churn_by_backbone(labels, ["a", "a", "b"])
+
+
+def test_the_run_to_ship_is_the_winners_closest_to_its_endpoint():
+    ship = F.ship_candidate(RUNS, F.endpoint(RUNS, ORDER, BAR), ORDER)
+    # CE won (92.33); b1's two runs (92.5) tie at 0.167 from it: the lower seed
+    assert (ship["run_id"], ship["loss"], ship["winner"]) == ("b1-ce-0", "ce", True)
+    assert ship["accuracy"] == pytest.approx(92.5)
+    # no loss above the bar: the higher mean is shipped, under no winner's name
+    none = F.ship_candidate(RUNS, F.endpoint(RUNS, ORDER, 93.5), ORDER)
+    assert (none["loss"], none["winner"]) == ("ce", False)
+    # a loss that meets the goal wins over one with a higher mean that does not exist: BCE alone above its bar
+    bce_only = {**F.endpoint(RUNS, ORDER, BAR), "ce": {"mean": 95.0, "goal_met": False}}
+    assert F.ship_candidate(RUNS, {**bce_only, "bce": {**bce_only["bce"], "goal_met": True}}, ORDER)["loss"] == "bce"
+
+
+def _folder(tmp_path):
+    """A results folder as the final study writes it: three backbones of plan 3's length, CE seeds 0-1 from each
+    and BCE seeds 0-1 from backbone 0 with the recipe's fine-tuning, a scratch run, a run of another recipe, and
+    every run's validation predictions (4 reviews)."""
+    from nanogpt.run.pretrain import get_pretrain_profile
+    from nanogpt.run.profiles import get_profile
+    from nanogpt.study.pretrain_study import get_recipe
+
+    recipe = get_recipe(F.RECIPE)
+    bb = get_pretrain_profile("lm-cpu").replace(**recipe["pretrain_overrides"])
+    pd.DataFrame([{"backbone_id": f"bb{s}", "profile": "lm-cpu", "seed": s, "steps": bb.max_steps, "tokens": 65536000,
+                   "val_perplexity": 120.0, "train_seconds": 60.0 * m, "precision": "fp32", "processor": "cpu x",
+                   "isa": "avx2", "config": json.dumps(bb.replace(seed=s).__dict__)} for s, m in ((0, 100), (1, 130),
+                                                                                                   (2, 110))]
+                 ).to_csv(tmp_path / "backbones.csv", index=False)
+    ft = get_profile("ft")
+    truth = np.array([1, 0, 1, 0])
+    rows = []
+    spec = [("ce", "bb0", 0, [1, 0, 1, 0]), ("ce", "bb0", 1, [1, 0, 1, 1]), ("ce", "bb1", 0, [1, 1, 1, 0]),
+            ("ce", "bb1", 1, [1, 0, 1, 0]), ("ce", "bb2", 0, [0, 0, 1, 0]), ("ce", "bb2", 1, [1, 0, 1, 0]),
+            ("bce", "bb0", 0, [1, 0, 0, 0]), ("bce", "bb0", 1, [1, 0, 1, 0])]
+    for loss, b, s, said in spec:
+        cfg = ft.make_config(loss, s, init=f"lm:{b}", **recipe["finetune"])
+        rows.append((f"{b}-{loss}-{s}", loss, s, f"lm:{b}", cfg, said))
+    rows.append(("scratch-ce-0", "ce", 0, "scratch", ft.make_config("ce", 0), [1, 0, 0, 0]))
+    other = ft.make_config("ce", 2, init="lm:bb0", **{**recipe["finetune"], "lm_weight": 0.0})  # ft-long's run
+    rows.append(("other-ce-2", "ce", 2, "lm:bb0", other, [1, 1, 1, 1]))
+    table = []
+    for rid, loss, s, init, cfg, said in rows:
+        said = np.array(said)
+        table.append({"run_id": rid, "status": "ok", "loss": loss, "seed": s, "profile": "ft", "init": init,
+                      "val_accuracy": float(np.mean(said == truth)), "train_seconds": 600.0,
+                      "config": json.dumps(cfg.__dict__)})
+        folder = tmp_path / "runs" / rid
+        folder.mkdir(parents=True)
+        pd.DataFrame({"label": truth, "positive_probability": np.where(said == 1, 0.9, 0.1)}).to_csv(
+            folder / "val_predictions.csv", index=False)
+    pd.DataFrame(table).to_csv(tmp_path / "runs.csv", index=False)
+    return truth
+
+
+def test_the_report_from_a_results_folder(tmp_path, monkeypatch):
+    from nanogpt.study import baseline, hybrid
+
+    truth = _folder(tmp_path)
+    monkeypatch.setattr(baseline, "nbsvm_baseline", lambda source, out_dir: {"accuracy": 0.80})
+    monkeypatch.setattr(baseline, "tfidf_baseline", lambda source, out_dir: {"accuracy": 0.70})
+    bow = np.array([0.8, 0.4, 0.3, 0.2])  # NBSVM says 1, 0, 0, 0: 75%
+    monkeypatch.setattr(hybrid, "nbsvm_validation", lambda *a: (truth, bow, {}))
+    report = F.final_report(tmp_path, baseline_dir=tmp_path)
+    ce, bce = report["endpoints"]["ce"], report["endpoints"]["bce"]
+    # CE backbone means: bb0 (100, 75) 87.5, bb1 (75, 100) 87.5, bb2 (75, 100) 87.5; the other recipe's run and
+    # the scratch run are not in it
+    assert (ce["runs"], ce["n"], ce["mean"]) == (6, 3, pytest.approx(87.5)) and ce["goal_met"]
+    assert (bce["runs"], bce["mean"]) == (2, pytest.approx(87.5))
+    assert report["backbones"][1] == {"backbone_id": "bb1", "seed": 1, "tokens": 65536000, "minutes": 130.0,
+                                      "within_budget": False, "processor": "cpu x", "isa": "avx2",
+                                      "precision": "fp32"}
+    assert report["ship"]["loss"] in ("ce", "bce") and report["ship"]["winner"]
+    assert report["missing_predictions"] == []
+    # CE churn within a backbone: 1/4 on each of the three pairs; between: the 12 cross pairs by hand
+    assert report["churn"]["ce"]["within_backbone"] == pytest.approx(25.0)
+    assert report["churn"]["ce"]["between_pairs"] == 12
+    # the hybrid row is backbone 0's CE seed 0 (right on all 4) mixed with NBSVM: 0.85, 0.25, 0.6, 0.15 -> 100%
+    assert report["hybrid"]["run_id"] == "bb0-ce-0"
+    assert report["hybrid"]["row"]["hybrid"] == pytest.approx(100.0) and report["hybrid"]["row"]["gpt"] == 100.0
+    assert report["ce_vs_bce"]["n_ce"] == 2 and report["ce_vs_bce"]["n_bce"] == 2
+    lines = report["verdict"]
+    assert lines[0].startswith("BCE: 87.50% over 2 fine-tuning seeds of one backbone")
+    assert lines[1].startswith("CE: 87.50% over 3 backbone means (6 runs)")
+    assert "Goal met for BCE and CE." in lines
+    assert any(line.startswith("Over the goal's 2 hours per backbone: bb1 (130 min)") for line in lines)
+
+
+def test_the_command_writes_the_verdict_and_says_not_yet_without_runs(tmp_path, monkeypatch, capsys):
+    from nanogpt.study import baseline, hybrid
+
+    assert F.main(["--results", str(tmp_path), "--baselines", str(tmp_path)]) == 2
+    assert "plan 3:" in capsys.readouterr().out
+    truth = _folder(tmp_path)
+    monkeypatch.setattr(baseline, "nbsvm_baseline", lambda source, out_dir: {"accuracy": 0.95})
+    monkeypatch.setattr(baseline, "tfidf_baseline", lambda source, out_dir: {"accuracy": 0.70})
+    monkeypatch.setattr(hybrid, "nbsvm_validation", lambda *a: (truth, np.full(4, 0.6), {}))
+    assert F.main(["--results", str(tmp_path), "--baselines", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "- Goal not met: no loss's mean is above NBSVM's accuracy." in out
+    assert "under no winner's name" in out
+    written = json.loads((tmp_path / "plan-3-verdict.json").read_text())
+    assert written["nbsvm"] == pytest.approx(95.0) and written["verdict"] == [
+        line.removeprefix("- ") for line in out.splitlines() if line.startswith("- ")]
