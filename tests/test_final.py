@@ -94,6 +94,7 @@ def _folder(tmp_path):
     for rid, loss, s, init, cfg, said in rows:
         said = np.array(said)
         table.append({"run_id": rid, "status": "ok", "loss": loss, "seed": s, "profile": "ft", "init": init,
+                      "arm": loss + ("-lm" if init != "scratch" else ""), "precision": "fp32", "processor": "cpu x",
                       "val_accuracy": float(np.mean(said == truth)), "train_seconds": 600.0,
                       "config": json.dumps(cfg.__dict__)})
         folder = tmp_path / "runs" / rid
@@ -153,3 +154,28 @@ def test_the_command_writes_the_verdict_and_says_not_yet_without_runs(tmp_path, 
     written = json.loads((tmp_path / "plan-3-verdict.json").read_text())
     assert written["nbsvm"] == pytest.approx(95.0) and written["verdict"] == [
         line.removeprefix("- ") for line in out.splitlines() if line.startswith("- ")]
+
+
+def test_the_cost_table_finds_the_plans_runs_in_their_own_folder(tmp_path):
+    """bench --only cost: plan 3's runs are a population of their own (results/final); the table's row for the
+    recipe comes from there, with the training minutes of its runs and its backbones, and only from there."""
+    from nanogpt.bench.cost import gpt_rows
+
+    (tmp_path / "final").mkdir()
+    _folder(tmp_path / "final")
+    texts = ["A fine film.", "Dull and long, and then it got worse.", "I laughed.", "Not for me."]
+    rows = gpt_rows(tmp_path, texts, one_at_a_time=2, batched=4)
+    assert [r["model"] for r in rows] == ["ft, 65.6M-token backbone, whole review, auxiliary LM loss (plan 3)"]
+    (row,) = rows
+    assert row["runs"] == "6 CE + 2 BCE" and row["trained_on"] == "cpu x"
+    # accuracy: the 8 runs pooled (right on 4, 3, 3, 4, 3, 4 and 3, 4 of 4 reviews)
+    assert row["accuracy"] == pytest.approx(100 * 28 / 32)
+    # 10 min of fine-tuning; backbones of 100 (bb0: 4 runs), 130 and 110 min (2 runs each): whole and shared
+    assert row["train_minutes"] == pytest.approx(10.0)
+    assert row["backbone_minutes"] == pytest.approx((4 * 100 + 2 * 130 + 2 * 110) / 8)
+    assert row["shared_minutes"] == pytest.approx(10.0 + (4 * 25 + 2 * 65 + 2 * 55) / 8)
+    assert row["reading"].startswith("windows (256 tokens") and row["reviews_per_s_batched"] > 0
+    # the folder read as the top: its scratch run and its ft-long run (lm_weight 0) are rows of their entries, and
+    # the plan's entry, which looks in final/ below it, finds nothing
+    top = {r["model"]: r["runs"] for r in gpt_rows(tmp_path / "final", texts, 2, 4)}
+    assert top == {"ft, from scratch": "1 CE + 0 BCE", "ft, 65.6M-token backbone, whole review": "1 CE + 0 BCE"}

@@ -18,12 +18,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-# What the table compares: (label, profile, precision, start, backbone pre-training steps, recipe name)
+# What the table compares: (label, profile, precision, start, backbone pre-training steps, recipe name, the
+# results sub-folder its runs are in: plan 3's final runs are a population of their own in results/final)
 ENTRIES = (
-    ("cpu, from scratch", "cpu", "fp32", "scratch", None, None),
-    ("ft, from scratch", "ft", "fp32", "scratch", None, None),
-    ("ft, 16.4M-token backbone, head+tail", "ft", "fp32", "pre-trained", 2000, "ft"),
-    ("ft, 65.6M-token backbone, whole review", "ft", "fp32", "pre-trained", 8000, "ft-long"),
+    ("cpu, from scratch", "cpu", "fp32", "scratch", None, None, ""),
+    ("ft, from scratch", "ft", "fp32", "scratch", None, None, ""),
+    ("ft, 16.4M-token backbone, head+tail", "ft", "fp32", "pre-trained", 2000, "ft", ""),
+    ("ft, 65.6M-token backbone, whole review", "ft", "fp32", "pre-trained", 8000, "ft-long", ""),
+    ("ft, 65.6M-token backbone, whole review, auxiliary LM loss (plan 3)", "ft", "fp32", "pre-trained", 8000,
+     "ft-long-lm", "final"),
 )
 
 
@@ -105,8 +108,17 @@ def cost_table(results_dir=None, one_at_a_time: int = 200, batched: int = 1000) 
                  "reviews_per_s_batched": many, "train_minutes": fit_minutes, "backbone_minutes": 0.0,
                  "total_minutes": fit_minutes, "shared_minutes": fit_minutes, "reading": "bag of words",
                  "trained_on": "this machine"})
-    for label, profile, precision, start, steps, recipe in ENTRIES:
-        runs, backbones = recipe_rows(results_dir, profile, precision, start, steps, recipe)
+    rows += gpt_rows(results_dir, texts, one_at_a_time, batched)
+    return pd.DataFrame(rows)
+
+
+def gpt_rows(results_dir: Path, texts: list[str], one_at_a_time: int, batched: int) -> list[dict]:
+    """One row per entry of ENTRIES whose runs are here (its results sub-folder), timed on `texts`."""
+    rows = []
+    for label, profile, precision, start, steps, recipe, folder in ENTRIES:
+        if not (results_dir / folder / "runs.csv").is_file():
+            continue  # that population has no runs here yet
+        runs, backbones = recipe_rows(results_dir / folder, profile, precision, start, steps, recipe)
         if runs.empty:
             continue
         config = json.loads(runs["config"].iloc[0])
@@ -128,7 +140,7 @@ def cost_table(results_dir=None, one_at_a_time: int = 200, batched: int = 1000) 
                          f", stride {config.get('window_stride') or config['block_size'] // 2})" if reading == "windows"
                          else f", {config['truncation']})"),
                      "trained_on": "; ".join(processors)})
-    return pd.DataFrame(rows)
+    return rows
 
 
 def cost_section(show, quick: bool, results_dir=None) -> dict:
