@@ -179,3 +179,27 @@ def test_the_cost_table_finds_the_plans_runs_in_their_own_folder(tmp_path):
     # the plan's entry, which looks in final/ below it, finds nothing
     top = {r["model"]: r["runs"] for r in gpt_rows(tmp_path / "final", texts, 2, 4)}
     assert top == {"ft, from scratch": "1 CE + 0 BCE", "ft, 65.6M-token backbone, whole review": "1 CE + 0 BCE"}
+
+
+def test_the_shipped_models_card_says_where_it_stands(tmp_path, monkeypatch, capsys):
+    from nanogpt.serve import shipped
+    from nanogpt.study import baseline, hybrid
+
+    truth = _folder(tmp_path)
+    monkeypatch.setattr(baseline, "nbsvm_baseline", lambda source, out_dir: {"accuracy": 0.95})
+    monkeypatch.setattr(baseline, "tfidf_baseline", lambda source, out_dir: {"accuracy": 0.70})
+    monkeypatch.setattr(hybrid, "nbsvm_validation", lambda *a: (truth, np.full(4, 0.6), {}))
+    calls = []
+    monkeypatch.setattr(shipped, "ship", lambda run_dir, models_dir, note: calls.append((run_dir, note)) or {
+        "model": "m.safetensors", "bytes": 2**20, "weights": "float16", "validation_accuracy_shipped": 0.75,
+        "validation_accuracy_fp32": 0.75, "label_agreement_with_fp32": 1.0})
+    assert F.main(["--results", str(tmp_path), "--baselines", str(tmp_path)]) == 0
+    assert calls == []  # only when asked
+    assert F.main(["--results", str(tmp_path), "--baselines", str(tmp_path), "--ship"]) == 0
+    ((run_dir, note),) = calls
+    report = json.loads((tmp_path / "plan-3-verdict.json").read_text())
+    assert run_dir == tmp_path / "runs" / report["ship"]["run_id"]
+    assert "not a winner" in note and "7.50 points below NBSVM (95.00%)" in note  # 87.50% against 95.00%
+    assert "shipped m.safetensors" in capsys.readouterr().out
+    winner = {**report, "nbsvm": 80.0, "ship": {**report["ship"], "winner": True}}
+    assert "the plan's winner: CE above NBSVM (87.50% against 80.00%)" in F.ship_note(winner)

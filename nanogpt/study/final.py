@@ -191,9 +191,30 @@ def hybrid_row(results_dir, pick: pd.DataFrame, found: dict, baseline_dir, sourc
     return {"run_id": str(pick["run_id"].iloc[0]), "row": row}
 
 
-def write_verdict(results_dir: str | Path, baseline_dir: str | Path = "results") -> int:
-    """Compute the report, write `plan-3-verdict.json` in `results_dir` and print its sentences; 2 (with one line
-    saying so) when the plan's runs are not there yet."""
+def ship_note(report: dict) -> str:
+    """What the shipped model's card says of it against the plan's bar (one sentence)."""
+    ship, e = report["ship"], report["endpoints"][report["ship"]["loss"]]
+    standing = (f"the plan's winner: {ship['loss'].upper()} above NBSVM ({e['mean']:.2f}% against "
+                f"{report['nbsvm']:.2f}%)" if ship["winner"] else
+                f"not a winner: the best GPT recipe's {ship['loss'].upper()} mean is {e['mean']:.2f}%, "
+                f"{-e['margin']:.2f} points below NBSVM ({report['nbsvm']:.2f}%), which serves better where accuracy "
+                "is what counts")
+    return (f"Plan 3 ({report['plan']}), recipe {report['recipe']}: the run closest to its loss's endpoint; "
+            f"{standing}.")
+
+
+def ship_winner(report: dict, results_dir: str | Path, models_dir: str | Path | None = None) -> dict:
+    """Export the report's run to ship (serve/shipped.py: fp16 where its labels agree, else refused) with the
+    plan's standing on its card."""
+    from nanogpt.serve.shipped import MODELS_DIR, ship
+
+    return ship(Path(results_dir) / "runs" / report["ship"]["run_id"], models_dir or MODELS_DIR,
+                note=ship_note(report))
+
+
+def write_verdict(results_dir: str | Path, baseline_dir: str | Path = "results", to_ship: bool = False) -> int:
+    """Compute the report, write `plan-3-verdict.json` in `results_dir` and print its sentences (and with
+    `to_ship`, export the run to ship); 2 (with one line saying so) when the plan's runs are not there yet."""
     from nanogpt.core.artifacts import write_report_json
 
     try:
@@ -207,6 +228,10 @@ def write_verdict(results_dir: str | Path, baseline_dir: str | Path = "results")
     for line in report["verdict"]:
         print("-", line)
     print(f"report -> {path}")
+    if to_ship:
+        from nanogpt.serve.shipped import describe
+
+        print(describe(ship_winner(report, results_dir)))
     return 0
 
 
@@ -214,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nanogpt.study.final", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default="results/final", help="the plan's runs (default: results/final)")
     parser.add_argument("--baselines", default="results", help="where the baselines are cached (default: results)")
+    parser.add_argument("--ship", action="store_true", help="also export the run to ship to models/ (its card "
+                        "says where it stands against NBSVM)")
     args = parser.parse_args(argv)
-    return write_verdict(args.results, args.baselines)
+    return write_verdict(args.results, args.baselines, args.ship)
 
 
 if __name__ == "__main__":
