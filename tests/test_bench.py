@@ -24,6 +24,9 @@ def test_quick_bench_runs_and_reports_sane_numbers(tmp_path):
     assert 0 < b["padding_share"] < b["padding_share_hf_padded"] < 1
     assert b["train_fraction_of_peak"] < 1.5  # a fraction of measured peak, not a unit slip
     assert b["predict_latency_ms_p95"] >= b["predict_latency_ms_median"]
+    # serving's last-token shortcut against the full forward: both timed, the same probabilities
+    assert "inference, whole reviews" in r.stdout and b["shortcut_max_probability_difference"] < 1e-5
+    assert all(b[f"shortcut_{w}_{k}"] > 0 for w in ("full", "shortcut") for k in ("reviews_per_s", "ms_median"))
     assert b["seconds_to_85_ce"] is None and b["seconds_to_85_bce"] is None and b["hf_trainer_seconds_to_85"] is None
     assert b["config"]["n_embd"] > 0 and b["torch_version"]
     assert "serve, micro-batch" in r.stdout and "serve, batching gain" in r.stdout

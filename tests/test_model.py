@@ -175,3 +175,40 @@ def test_bf16_forward_keeps_padding_invariance(monkeypatch, attention):
     for out in outs[1:]:
         torch.testing.assert_close(out, outs[0], atol=2e-2, rtol=2e-2)
     assert bool(calls) == (attention == "auto")  # "auto" took the chunked path on CPU, "sdpa" did not
+
+
+@pytest.mark.parametrize("n_layer", [1, 2, 3])
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_last_block_at_the_pooled_token_alone_is_the_full_forward(n_layer, bias):
+    """Serving's shortcut (last-token pooling, eval mode): the last block computed at each row's last real token
+    only gives the full forward's logits, for rows of every length, the padding after them unseen."""
+    torch.manual_seed(0)
+    model = GPTClassifier(small(pooling="last", n_layer=n_layer, bias=bias, n_outputs=2, dropout=0.1)).eval()
+    x = torch.randint(0, 1000, (6, 64))
+    lengths = torch.tensor([1, 5, 17, 63, 64, 40])
+    seen = []
+    model.transformer.h[-1].mlp.c_fc.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+    full = model(x, lengths)
+    model.last_position_only = True
+    fast = model(x, lengths)
+    torch.testing.assert_close(fast, full, atol=1e-6, rtol=1e-5)
+    assert seen == [(6, 64, 32), (6, 32)]  # the full forward ran the MLP at every position, the shortcut at one
+    x[1, 5:] = 7  # what follows a row's last token changes nothing
+    torch.testing.assert_close(model(x, lengths)[1], fast[1], atol=1e-6, rtol=1e-5)
+    model.train()  # training (dropout, gradients everywhere) keeps the full forward
+    torch.manual_seed(1)
+    trained = model(x, lengths)
+    model.last_position_only = False
+    torch.manual_seed(1)
+    torch.testing.assert_close(trained, model(x, lengths))
+    with pytest.raises(RuntimeError, match="for inference"):
+        model.last_position_state(x, lengths)
+
+
+def test_mean_pooling_keeps_the_full_forward():
+    torch.manual_seed(0)
+    model = GPTClassifier(small(pooling="mean")).eval()
+    x, lengths = torch.randint(0, 1000, (3, 20)), torch.tensor([3, 20, 11])
+    full = model(x, lengths)
+    model.last_position_only = True
+    assert torch.equal(model(x, lengths), full)

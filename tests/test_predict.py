@@ -46,6 +46,31 @@ def test_predictions_match_training_evaluation(learnt_run):
     assert result.val_accuracy >= 0.9 and set(preds.labels.tolist()) == {0, 1}  # the fixture discriminates
 
 
+def test_serving_takes_the_last_token_shortcut_with_the_runs_own_numbers(tmp_path):
+    """A run pooling its last token, as every profile does: the classifier runs the last block at that token only
+    (its MLP sees one row per review) and still gives, review by review, the probabilities the run saved."""
+    import pandas as pd
+    from conftest import separable_csv, tiny_config
+
+    from nanogpt.data.imdb import load_imdb
+    from nanogpt.run.train import train
+
+    cfg = tiny_config(tmp_path, loss="bce", source=separable_csv(tmp_path / "separable.csv"), train_limit=None,
+                      val_limit=None, precision="fp32", max_steps=100, eval_interval=50, warmup_steps=5,
+                      learning_rate=3e-3, dropout=0.0, pooling="last")
+    result = train(cfg)
+    clf = Classifier.load(result.checkpoint, precision="fp32")
+    saved = pd.read_csv(result.run_dir / "val_predictions.csv")
+    texts = load_imdb(cfg.source)["validation"]["text"]
+    shapes = []
+    clf.model.transformer.h[-1].mlp.c_fc.register_forward_hook(lambda m, a, out: shapes.append(a[0].dim()))
+    preds = clf.predict(texts)
+    assert clf.model.last_position_only and set(shapes) == {2}  # one row per review at the last block
+    np.testing.assert_allclose(preds.probabilities, saved["positive_probability"], rtol=0, atol=1e-5)
+    assert np.array_equal(preds.labels, (saved["positive_probability"].to_numpy() > 0.5).astype(int))
+    assert result.val_accuracy >= 0.9 and set(preds.labels.tolist()) == {0, 1}
+
+
 def test_long_review_is_truncated_like_training(clf):
     long = "This film was wonderful. " * 5000
     p = clf.predict(long)

@@ -19,7 +19,7 @@ import torch
 
 from nanogpt.bench.accelerator import accelerator_figures
 from nanogpt.bench.hf import hf_trainer_seconds_to_accuracy
-from nanogpt.bench.inference import data_times, inference_times
+from nanogpt.bench.inference import data_times, inference_times, shortcut_times
 from nanogpt.bench.timing import matmul_gflops, model_flops_per_token
 from nanogpt.bench.training import epoch_comparison, seconds_to_accuracy
 from nanogpt.core.artifacts import atomic_write_json
@@ -190,6 +190,12 @@ def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
     out.update(inf)
     show("inference", f"one review ({inf['review_tokens']} tokens) median {inf['predict_latency_ms_median']:.1f} ms, "
                       f"p95 {inf['predict_latency_ms_p95']:.1f} ms; batch {inf['predict_reviews_per_s']:,.0f} reviews/s")
+    cut = shortcut_times(20 if quick else 100, 64 if quick else 400)
+    out.update({f"shortcut_{k}": v for k, v in cut.items()})
+    show("inference, whole reviews", f"the last block at the pooled token only: {cut['shortcut_reviews_per_s']:,.0f} "
+                                     f"reviews/s batched, one review {cut['shortcut_ms_median']:.1f} ms; full "
+                                     f"forward {cut['full_reviews_per_s']:,.0f} reviews/s, {cut['full_ms_median']:.1f} "
+                                     f"ms (P(positive) within {cut['max_probability_difference']:.1e})")
     out.update(serving_section(show, quick))
     out.update(sweep_section(show, quick))
     out.update(pretraining_section(show, quick))

@@ -57,3 +57,33 @@ def inference_times(cfg, calls: int, batch: int) -> dict:
     return {"predict_latency_ms_median": float(np.median(lat)), "predict_latency_ms_p95": float(np.percentile(lat, 95)),
             "predict_reviews_per_s": rps, "predict_precision": clf.precision,
             "review_tokens": len(clf.tokenize(review).ids(0))}
+
+
+def shortcut_times(calls: int, batch: int) -> dict:
+    """Serving's last-token shortcut (`GPTClassifier.last_position_state`) against the full forward, on the
+    whole-review recipe's shape (`ft` + windows): median ms for one review and batched reviews/s, each way, and
+    the largest difference in P(positive) between the two on the batch."""
+    from nanogpt.run.profiles import get_profile
+    from nanogpt.study.pretrain_study import WHOLE_REVIEWS
+
+    reading = {k: v for k, v in WHOLE_REVIEWS.items() if k in ("reading", "truncation")}
+    with tempfile.TemporaryDirectory() as tmp:
+        clf = Classifier.load(untrained_checkpoint(get_profile("ft").make_config("ce", 0, **reading),
+                                                   f"{tmp}/model.pt"), precision="fp32")
+    texts = list(load_imdb()["validation"]["text"])[:batch]
+    out, probs = {}, {}
+    for name, flag in (("full", False), ("shortcut", True)):
+        clf.model.last_position_only = flag
+        clf.predict(texts[:8])
+        lat = []
+        for review in texts[:calls]:
+            t0 = time.perf_counter()
+            clf.predict(review)
+            lat.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        probs[name] = clf.predict(texts).probabilities
+        out[f"{name}_reviews_per_s"] = len(texts) / (time.perf_counter() - t0)
+        out[f"{name}_ms_median"] = float(np.median(lat))
+    clf.model.last_position_only = True
+    out["max_probability_difference"] = float(np.max(np.abs(probs["full"] - probs["shortcut"])))
+    return out

@@ -132,6 +132,9 @@ class GPTClassifier(nn.Module):
         )
         self.head_dropout = ByteMaskDropout(config.dropout)
         self.head = nn.Linear(config.n_embd, config.n_outputs)
+        # Serving only (Classifier sets it): with last-token pooling, in eval mode, the last block runs at the
+        # pooled position alone (`last_position_state`). Training and the studies keep the full forward.
+        self.last_position_only = False
         self.apply(self._init_weights)
         # GPT-2: scale residual projections by 1/sqrt(2 * n_layer) so the residual stream keeps its variance.
         for name, p in self.named_parameters():
@@ -169,6 +172,30 @@ class GPTClassifier(nn.Module):
             x = block(x)
         return self.transformer.ln_f(x)
 
+    def last_position_state(self, idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The final-LayerNorm hidden state at each row's last real token, shape (B, n_embd), in eval mode, with the
+        last block computed at that position only: under last-token pooling nothing else of that block reaches the
+        logits. Its keys and values still cover every position up to it, so the result is the full forward's
+        `pool(hidden_states(idx), lengths)` to float rounding, for about half the work of a 2-layer model."""
+        if self.training:
+            raise RuntimeError("last_position_state is for inference: call model.eval() first.")
+        x = self.embed(idx)
+        *body, last = self.transformer.h
+        for block in body:
+            x = block(x)
+        B, T, C = x.shape
+        H, at = last.attn.n_head, lengths - 1
+        rows = torch.arange(B, device=x.device)
+        h = last.ln_1(x)
+        w, b = last.attn.c_attn.weight, last.attn.c_attn.bias
+        q = nn.functional.linear(h[rows, at], w[:C], None if b is None else b[:C]).view(B, H, 1, C // H)
+        k, v = (t.view(B, T, H, C // H).transpose(1, 2)
+                for t in nn.functional.linear(h, w[C:], None if b is None else b[C:]).split(C, dim=2))
+        keys = torch.arange(T, device=x.device)[None, :] <= at[:, None]  # what the causal mask lets it see
+        y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keys[:, None, None, :])
+        x = x[rows, at] + last.attn.c_proj(y.reshape(B, C))
+        return self.transformer.ln_f(x + last.mlp(last.ln_2(x)))
+
     def pool(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """One vector per sequence from its real (non-pad) tokens; padding is on the right."""
         if self.config.pooling == "last":
@@ -180,6 +207,8 @@ class GPTClassifier(nn.Module):
         """Logits of shape (B, n_outputs). idx: (B, T) right-padded ids; lengths: real tokens per row."""
         if lengths is None:
             lengths = torch.full((idx.size(0),), idx.size(1), dtype=torch.long, device=idx.device)
+        if self.last_position_only and self.config.pooling == "last" and not self.training:
+            return self.head(self.last_position_state(idx, lengths))  # head dropout is off in eval mode
         return self.classify(self.hidden_states(idx), lengths)
 
     def classify(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -72,6 +72,7 @@ class Classifier:
         if reading == "truncated" and truncation == "random_window":
             raise ValueError("This model was trained on random windows: read it with reading='windows'.")
         self.model = model.eval()
+        model.last_position_only = True  # under last-token pooling the last block runs at the pooled token only
         self.criterion = criterion
         self.truncation = truncation
         self.head_fraction = head_fraction
