@@ -78,6 +78,11 @@ def _folder(tmp_path):
                    "isa": "avx2", "config": json.dumps(bb.replace(seed=s).__dict__)} for s, m in ((0, 100), (1, 130),
                                                                                                    (2, 110))]
                  ).to_csv(tmp_path / "backbones.csv", index=False)
+    # bb1's curve: four intervals of 16,384,000 tokens, one of them slowed (shared cores): 130 min as recorded,
+    # 100 at its median pace (the budget's measure); bb2 has no curve here, so its recorded 110 min count
+    (tmp_path / "backbones" / "bb1").mkdir(parents=True)
+    pd.DataFrame({"tokens": [16384000 * k for k in (1, 2, 3, 4)], "train_seconds": [1500.0, 3000.0, 6300.0, 7800.0]}
+                 ).to_csv(tmp_path / "backbones" / "bb1" / "history.csv", index=False)
     ft = get_profile("ft")
     truth = np.array([1, 0, 1, 0])
     rows = []
@@ -120,8 +125,10 @@ def test_the_report_from_a_results_folder(tmp_path, monkeypatch):
     assert (ce["runs"], ce["n"], ce["mean"]) == (6, 3, pytest.approx(87.5)) and ce["goal_met"]
     assert (bce["runs"], bce["mean"]) == (2, pytest.approx(87.5))
     assert report["backbones"][1] == {"backbone_id": "bb1", "seed": 1, "tokens": 65536000, "minutes": 130.0,
-                                      "within_budget": False, "processor": "cpu x", "isa": "avx2",
-                                      "precision": "fp32"}
+                                      "pace_minutes": 100.0, "within_budget": True, "processor": "cpu x",
+                                      "isa": "avx2", "precision": "fp32"}
+    assert [(b["pace_minutes"], b["within_budget"]) for b in report["backbones"]] == [(None, True), (100.0, True),
+                                                                                     (None, True)]
     assert report["ship"]["loss"] in ("ce", "bce") and report["ship"]["winner"]
     assert report["missing_predictions"] == []
     # CE churn within a backbone: 1/4 on each of the three pairs; between: the 12 cross pairs by hand
@@ -135,7 +142,11 @@ def test_the_report_from_a_results_folder(tmp_path, monkeypatch):
     assert lines[0].startswith("BCE: 87.50% over 2 fine-tuning seeds of one backbone")
     assert lines[1].startswith("CE: 87.50% over 3 backbone means (6 runs)")
     assert "Goal met for BCE and CE." in lines
-    assert any(line.startswith("Over the goal's 2 hours per backbone: bb1 (130 min)") for line in lines)
+    assert ("Every backbone within the goal's 2 hours of 2-core compute: bb0 (100 min, fp32), bb1 (100 min at its "
+            "median pace, 130 as recorded, fp32), bb2 (110 min, fp32).") in lines
+    over = F.verdict_lines({**report, "backbones": [{**report["backbones"][2], "within_budget": False,
+                                                     "minutes": 125.0}]})
+    assert "Over the goal's 2 hours of 2-core compute per backbone: bb2 (125 min, fp32)." in over
 
 
 def test_the_command_writes_the_verdict_and_says_not_yet_without_runs(tmp_path, monkeypatch, capsys):
