@@ -17,6 +17,7 @@ from nanogpt.cli import (  # noqa: F401 (LOSS_CHOICES and OWN_OPTIONS: the gramm
     UsageError,
     _overrides,
     build_parser,
+    source_of,
 )
 
 EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130  # a bad command line, a failure while running, Ctrl-C
@@ -37,25 +38,8 @@ def _run_overrides(args) -> dict:
         value = getattr(args, flag)
         if value is not None:
             over[key] = value
-    over["source"] = _source_of(args)
+    over["source"] = source_of(args)
     return over
-
-
-def _source_of(args) -> str:
-    """--source, with --text-column / --label-column / --positive-label folded into a file's source string."""
-    options = {k: v for k, v in (("text", getattr(args, "text_column", None)),
-                                 ("label", getattr(args, "label_column", None)),
-                                 ("positive", getattr(args, "positive_label", None))) if v is not None}
-    if not options:
-        return args.source
-    if args.source in ("bundled", "hub"):
-        raise UsageError(f"--text-column, --label-column and --positive-label describe a file of your own; "
-                         f"--source {args.source} has its own columns.")
-    from nanogpt.data.userfile import file_source, parse_source
-
-    spec = parse_source(args.source)
-    merged = {"text": spec.text, "label": spec.label, "positive": spec.positive, **options}
-    return file_source(spec.path, merged["text"], merged["label"], merged["positive"])
 
 
 def _resolve_profile(name):
@@ -253,7 +237,7 @@ def cmd_pretrain(args) -> int:
                 over[key] = getattr(args, flag)
         if args.unlabelled:
             over["unlabelled"] = True
-        configs = [base.replace(seed=s, source=_source_of(args), out_dir=args.out, quiet=args.quiet, **over).validate()
+        configs = [base.replace(seed=s, source=source_of(args), out_dir=args.out, quiet=args.quiet, **over).validate()
                    for s in seeds]
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -268,6 +252,7 @@ def cmd_pretrain(args) -> int:
 
 def _pretraining_study(args) -> int:
     from nanogpt.run.pretrain import get_pretrain_profile
+    from nanogpt.study.final import after_study
     from nanogpt.study.pretrain_study import get_recipe
     from nanogpt.study.runs import parse_seeds, run_pretraining_notebook
 
@@ -293,14 +278,9 @@ def _pretraining_study(args) -> int:
                                         pretrain_overrides=recipe["pretrain_overrides"], finetune=recipe["finetune"],
                                         variance_seeds=list(recipe["variance_seeds"]))
     summary = json.loads((Path(args.out) / f"pretraining-{name}.json").read_text())
-    print(f"\nexecuted notebook: {executed}\nfigures: {args.figures}/{name}/06_*.png")
-    print("\n".join(f"- {s}" for s in summary["verdict"]))
-    from nanogpt.study import final
-
-    if args.recipe == final.RECIPE:  # the plan's recipe: the study ends with the plan's answer
-        print()
-        final.write_verdict(args.out, args.out)
-    return 0
+    print(f"\nexecuted notebook: {executed}\nfigures: {args.figures}/{name}/06_*.png\n"
+          + "\n".join(f"- {s}" for s in summary["verdict"]))
+    return after_study(args.recipe, args.out)  # plan 3's recipe ends with the plan's answer
 
 
 def _shipped(command: str) -> str:

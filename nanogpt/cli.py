@@ -1,5 +1,6 @@
 """The command line's grammar: `build_parser()` (every subcommand and option, their help), `--set KEY=VALUE` parsed
-into typed config overrides, and `UsageError` for a bad command line. `__main__.py` runs the commands.
+into typed config overrides, `source_of` (a file's column and label options folded into its source string), and
+`UsageError` for a bad command line. `__main__.py` runs the commands.
 
 No torch, pandas or package import at module level: `--help` answers at once.
 """
@@ -262,3 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/gpu-check.json", help="the report (default: results/gpu-check.json)")
     p.add_argument("--steps", type=int, default=300, help="steps of the short paper-profile run (default: 300)")
     return parser
+
+
+def source_of(args) -> str:
+    """--source, with --text-column / --label-column / --positive-label folded into a file's source string."""
+    options = {k: v for k, v in (("text", getattr(args, "text_column", None)),
+                                 ("label", getattr(args, "label_column", None)),
+                                 ("positive", getattr(args, "positive_label", None))) if v is not None}
+    if not options:
+        return args.source
+    if args.source in ("bundled", "hub"):
+        raise UsageError(f"--text-column, --label-column and --positive-label describe a file of your own; "
+                         f"--source {args.source} has its own columns.")
+    from nanogpt.data.userfile import file_source, parse_source
+
+    spec = parse_source(args.source)
+    merged = {"text": spec.text, "label": spec.label, "positive": spec.positive, **options}
+    return file_source(spec.path, merged["text"], merged["label"], merged["positive"])

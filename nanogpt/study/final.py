@@ -250,6 +250,15 @@ def write_verdict(results_dir: str | Path, baseline_dir: str | Path = "results",
     return 0
 
 
+def after_study(recipe: str, results_dir: str | Path) -> int:
+    """How `study --pretraining` ends: for the plan's recipe with the plan's answer (its baselines cached beside
+    its runs), or where its runs are not all there yet one line saying so; 0 either way (the study itself ran)."""
+    if recipe == RECIPE:
+        print()
+        write_verdict(results_dir, results_dir)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nanogpt.study.final", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default="results/final", help="the plan's runs (default: results/final)")
