@@ -17,6 +17,7 @@ from nanogpt.cli import (  # noqa: F401 (LOSS_CHOICES and OWN_OPTIONS: the gramm
     UsageError,
     _overrides,
     build_parser,
+    init_of,
     source_of,
 )
 
@@ -37,7 +38,7 @@ def _run_overrides(args) -> dict:
                       ("keep", "keep")):
         value = getattr(args, flag)
         if value is not None:
-            over[key] = value
+            over[key] = init_of(value) if flag == "init" else value
     over["source"] = source_of(args)
     return over
 

@@ -93,9 +93,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="results folder (default: results)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"))
-    p.add_argument("--init", default=None, metavar="scratch|gpt2|lm:PATH",
-                   help="the backbone's start: scratch (random), gpt2 (needs a network), or lm:PATH, a backbone "
-                        "pre-trained by `pretrain` (results/backbones/<id>/backbone.pt)")
+    p.add_argument("--init", default=None, metavar="scratch|gpt2|shipped|lm:PATH",
+                   help="the backbone's start: scratch (random), gpt2 (needs a network), shipped (the model in "
+                        "models/, its head left behind), or lm:PATH, a backbone pre-trained by `pretrain` "
+                        "(results/backbones/<id>/backbone.pt) or a finished run's model.pt / .safetensors")
     p.add_argument("--steps", type=int, default=None, help="override the profile's max_steps")
     p.add_argument("--keep", default=None, choices=("final", "half", "none", "all"),
                    help="what a finished run keeps: final fp32 weights (default), half (fp16 weights), none "
@@ -280,3 +281,15 @@ def source_of(args) -> str:
     spec = parse_source(args.source)
     merged = {"text": spec.text, "label": spec.label, "positive": spec.positive, **options}
     return file_source(spec.path, merged["text"], merged["label"], merged["positive"])
+
+
+def init_of(value: str) -> str:
+    """--init, with `shipped` resolved to the model shipped in models/ (a UsageError when none is)."""
+    if value != "shipped":
+        return value
+    from nanogpt.serve.shipped import MODELS_DIR, shipped_model
+
+    if (path := shipped_model()) is None:
+        raise UsageError(f"--init shipped: no model is shipped in {MODELS_DIR}. Fix: start from a backbone or a "
+                         "finished run with --init lm:PATH, or ship one with `python -m nanogpt ship`.")
+    return f"lm:{path}"

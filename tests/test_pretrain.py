@@ -187,8 +187,10 @@ def test_a_smaller_block_takes_the_first_positions(tmp_path, backbone):
 
 
 def test_what_is_not_a_backbone_is_refused(tmp_path, tiny_run):
-    with pytest.raises(CheckpointError, match="a classifier checkpoint"):
-        load_backbone(tiny_run["ce"].checkpoint)
+    junk = tmp_path / "junk.pt"
+    torch.save({"format": "something else", "weights": torch.zeros(2)}, junk)
+    with pytest.raises(CheckpointError, match="is not a backbone .* nor a classifier of this project"):
+        load_backbone(junk)
     with pytest.raises(FileNotFoundError, match="pre-train one"):
         tiny_config(tmp_path, init="lm:/nowhere/backbone.pt").run_id()
     with pytest.raises(ValueError, match="lm:<backbone checkpoint>"):
@@ -440,3 +442,55 @@ def test_a_file_of_ones_own_may_start_from_an_imdb_backbone(tmp_path, backbone):
         build_model(cfg.replace(n_embd=64, n_head=2).validate(), 2)
     with pytest.raises(ValueError, match="does not fit this run: split"):  # IMDB itself, another split: refused
         build_model(tiny_config(tmp_path, init=f"lm:{backbone.path}", split_seed=7).validate(), 2)
+
+
+def test_a_run_starts_from_a_finished_classifier_with_a_fresh_head(tmp_path, tiny_run):
+    """`--init lm:<a run's model.pt>`: the classifier's transformer, the head a scratch run of the seed draws; the
+    row names the classifier, the run id its content; a BCE run from a CE classifier is fine (the head is new)."""
+    ckpt = torch.load(tiny_run["ce"].checkpoint, weights_only=True)
+    cfg = tiny_config(tmp_path, init=f"lm:{tiny_run['ce'].checkpoint}", loss="bce", seed=3)
+    torch.manual_seed(3)
+    model = build_model(cfg.validate(), 1)
+    torch.manual_seed(3)
+    scratch = build_model(tiny_config(tmp_path, loss="bce", seed=3).validate(), 1)
+    for k, v in model.state_dict().items():
+        want = ckpt["model_state"][k] if k.startswith("transformer.") else scratch.state_dict()[k]
+        assert torch.equal(v, want), k
+    start = load_backbone(tiny_run["ce"].checkpoint)
+    assert start["backbone_id"].startswith("classifier-model-") and start["from_classifier"]
+    result = train(cfg.replace(max_steps=6))
+    assert result.row["init"] == f"lm:{start['backbone_id']}" and result.row["arm"] == "bce-lm"
+    other = tiny_config(tmp_path, init=f"lm:{tiny_run['bce'].checkpoint}", loss="bce", seed=3)
+    assert other.run_id() != cfg.replace(max_steps=6).run_id() != tiny_config(tmp_path, loss="bce", seed=3).run_id()
+    # what it was trained on is checked as a backbone's reading is: another split of IMDB is refused
+    with pytest.raises(ValueError, match="does not fit this run: split"):
+        build_model(cfg.replace(split_seed=7).validate(), 1)
+    # it has no next-token output: the auxiliary loss says so in one line
+    from nanogpt.run.auxlm import AuxLM, AuxLMError
+
+    with pytest.raises(AuxLMError, match="is a classifier: it has no next-token output"):
+        AuxLM.from_backbone(start, tiny_run["ce"].checkpoint)
+
+
+def test_a_run_starts_from_a_safetensors_export_and_from_the_shipped_model(tmp_path, tiny_run, monkeypatch, capsys):
+    """The shipped model (fp16 safetensors) as a start: its transformer in fp32; `--init shipped` names it, and
+    says in one line when no model is shipped."""
+    from nanogpt.__main__ import main
+    from nanogpt.cli import UsageError, init_of
+    from nanogpt.run.checkpoints import load_checkpoint
+    from nanogpt.serve import shipped
+
+    shipped.ship(tiny_run["ce"].run_dir, tmp_path / "models")
+    path = tmp_path / "models" / "imdb-gpt.safetensors"
+    exported = load_checkpoint(path)["model_state"]
+    model = build_model(tiny_config(tmp_path, init=f"lm:{path}").validate(), 2)
+    for k, v in model.state_dict().items():
+        if k.startswith("transformer."):
+            assert v.dtype == torch.float32 and torch.equal(v, exported[k].float()), k
+    monkeypatch.setattr(shipped, "shipped_model", lambda: None)
+    with pytest.raises(UsageError, match="--init shipped: no model is shipped in"):
+        init_of("shipped")
+    assert main(["train", "--loss", "ce", "--profile", "smoke", "--init", "shipped", "--out", str(tmp_path / "r")]) == 2
+    assert "--init shipped: no model is shipped" in capsys.readouterr().err
+    monkeypatch.setattr(shipped, "shipped_model", lambda: path)
+    assert init_of("shipped") == f"lm:{path}" and init_of("scratch") == "scratch"

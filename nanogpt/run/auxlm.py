@@ -46,6 +46,9 @@ class AuxLM(nn.Module):
     @classmethod
     def from_backbone(cls, ckpt: dict, path) -> "AuxLM":
         record = ckpt.get(LM_OUTPUT_KEY)
+        if ckpt.get("from_classifier"):
+            raise AuxLMError(f"{path} is a classifier: it has no next-token output to give an auxiliary language-model "
+                             "loss. Fix: set lm_weight=0, or start from a pre-trained backbone.pt.")
         if not isinstance(record, dict):
             raise AuxLMError(f"{path}: this backbone file has no next-token output (written before backbones kept "
                              "it), so it cannot give an auxiliary language-model loss. Fix: pre-train it again with "

@@ -1,6 +1,11 @@
 """Pre-trained backbones as files: what a backbone checkpoint records, reading one back, and putting it into a
 classifier (`train --init lm:<checkpoint>`) only when it fits.
 
+A finished classifier (a run's model.pt, or a `safetensors` export such as the shipped model) is a starting point
+too: its transformer is read as a backbone (its head is left behind, the new run draws its own), recorded with
+the data and split it was trained on, so the same checks apply. Unlike a pre-trained backbone it has read its
+training reviews' labels as well as their texts.
+
 A backbone checkpoint is self-describing: its architecture, the tokenizer (by the sha256 of its BPE files),
 the data it read (source content, split seed, validation fraction and the digest of the training reviews' row
 numbers) and its pre-training config. A classifier can start from it only when the architecture matches and
@@ -18,7 +23,7 @@ import torch
 
 from nanogpt.data.imdb import SOURCES, data_identity
 from nanogpt.data.tokenizer import ENCODER_JSON_SHA256, TOKENIZER_NAME, VOCAB_BPE_SHA256
-from nanogpt.run.checkpoints import CheckpointError, load_failure_reason
+from nanogpt.run.checkpoints import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, load_failure_reason
 
 BACKBONE_FORMAT = "nanogpt-imdb-backbone/1"
 INIT_PREFIX = "lm:"
@@ -59,16 +64,43 @@ def load_backbone(path: str | Path) -> dict:
 
 @functools.lru_cache(maxsize=2)
 def _read_backbone(path: str, size: int, mtime_ns: int) -> dict:
+    if path.endswith(".safetensors"):
+        return backbone_of_classifier(load_checkpoint(path), path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable backbone checkpoint ({load_failure_reason(exc)}).") from exc
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        return backbone_of_classifier(load_checkpoint(path), path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != BACKBONE_FORMAT:
-        kind = "a classifier checkpoint" if isinstance(ckpt, dict) and "model_state" in ckpt else "not a backbone"
-        raise CheckpointError(f"{path} is {kind} (format {ckpt.get('format') if isinstance(ckpt, dict) else None!r}"
-                              f"), not a pre-trained backbone ({BACKBONE_FORMAT}). Fix: pass the backbone.pt that "
-                              "`python -m nanogpt pretrain` wrote.")
+        raise CheckpointError(f"{path} is not a backbone (format {ckpt.get('format') if isinstance(ckpt, dict) else None!r}"
+                              f"), nor a classifier of this project. Fix: pass the backbone.pt that `python -m nanogpt "
+                              "pretrain` wrote, or a finished run's model.pt.")
     return ckpt
+
+
+def backbone_of_classifier(ckpt: dict, path: str | Path) -> dict:
+    """A classifier checkpoint as a backbone record: its transformer weights (fp32), its architecture, and the data
+    and split it was trained on (which must be here to be identified). No next-token output: a run from it cannot
+    take the auxiliary language-model loss."""
+    from nanogpt.core.artifacts import file_sha256
+
+    cfg = ckpt.get("train_config") or {}
+    if not {"source", "split_seed", "val_fraction"} <= set(cfg):
+        raise CheckpointError(f"{path} does not record the data it was trained on (no train_config): it cannot be "
+                              "checked against a run's split. Fix: start from a run trained by this version.")
+    try:
+        identity = data_identity(cfg["source"])
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} was trained on {cfg['source']!r}, which is not here to identify "
+                              f"({type(exc).__name__}): a start is checked against the data it read.") from exc
+    state = {k: v.float() for k, v in ckpt["model_state"].items() if k.startswith("transformer.")}
+    return {"format": BACKBONE_FORMAT, "backbone_id": f"classifier-{Path(path).stem}-{file_sha256(path)[:8]}",
+            "model_config": ckpt["model_config"], "backbone_state": state, "from_classifier": True,
+            "data": {"identity": identity, "split_seed": int(cfg["split_seed"]),
+                     "val_fraction": float(cfg["val_fraction"]),
+                     "tokenizer": tokenizer_record() if ckpt.get("tokenizer") == TOKENIZER_NAME else
+                     {"name": ckpt.get("tokenizer")}}}
 
 
 def check_fits(ckpt: dict, cfg, path: str | Path = "backbone") -> None:
