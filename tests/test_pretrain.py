@@ -494,3 +494,25 @@ def test_a_run_starts_from_a_safetensors_export_and_from_the_shipped_model(tmp_p
     assert "--init shipped: no model is shipped" in capsys.readouterr().err
     monkeypatch.setattr(shipped, "shipped_model", lambda: path)
     assert init_of("shipped") == f"lm:{path}" and init_of("scratch") == "scratch"
+
+
+def test_a_file_cut_from_the_reviews_a_start_has_read_is_refused(tmp_path, tiny_run, backbone):
+    """A user's file whose validation texts begin as the start's training reviews do (notebook 07's demo file is
+    first sentences of training reviews) would be scored on what the start has read: one clear error, naming
+    labels for a classifier; a file from IMDB's validation part starts as before."""
+    from nanogpt.data.imdb import load_imdb
+    from nanogpt.study.probe import first_sentences
+
+    dsd = load_imdb()
+    for name, split in (("read", "train"), ("unread", "validation")):
+        part = dsd[split].to_pandas().head(400)
+        pd.DataFrame({"text": part["text"].map(first_sentences), "label": part["label"]}).to_csv(
+            tmp_path / f"{name}.csv", index=False)
+    for start, what in ((tiny_run["ce"].checkpoint, "texts and labels"), (backbone.path, "texts")):
+        cfg = tiny_config(tmp_path, init=f"lm:{start}", source=str(tmp_path / "read.csv"), train_limit=None,
+                          val_limit=None, split_seed=7)
+        with pytest.raises(ValueError, match=rf"does not fit this run: \d+ of this file's \d+ validation texts begin "
+                                             rf"as bundled training reviews do, whose {what} it has read.*"
+                                             "Fix: make the file from IMDB's validation part"):
+            build_model(cfg.validate(), 1)
+        build_model(cfg.replace(source=str(tmp_path / "unread.csv")).validate(), 1)  # no error

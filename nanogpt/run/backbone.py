@@ -127,10 +127,38 @@ def check_fits(ckpt: dict, cfg, path: str | Path = "backbone") -> None:
         problems.append(f"split (seed {cfg.split_seed}, val_fraction {cfg.val_fraction}); the backbone read the "
                         f"training reviews of split seed {data['split_seed']}, val_fraction {data['val_fraction']}, "
                         "so it has read reviews this run would be scored on")
+    if own_file and not problems:
+        seen, n_val = validation_texts_read(cfg, data)
+        if seen > max(2, n_val // 100):
+            what = "texts and labels" if ckpt.get("from_classifier") else "texts"
+            raise ValueError(f"The backbone {path} does not fit this run: {seen} of this file's {n_val} validation "
+                             f"texts begin as {data['identity']['kind']} training reviews do, whose {what} it has "
+                             "read, so its scores on them would not be measurements. Fix: make the file from IMDB's "
+                             "validation part, or start from scratch.")
     if problems:
         raise ValueError(f"The backbone {path} does not fit this run: " + "; ".join(problems) +
                          ". Fix: fine-tune with the backbone's settings (e.g. --profile ft) or pre-train a backbone "
                          "for these.")
+
+
+_SIGNATURE = 48  # letters and digits that identify a text's beginning
+
+
+def _signature(text: str) -> str:
+    return "".join(ch for ch in text.replace("<br />", " ").lower() if ch.isalnum())[:_SIGNATURE]
+
+
+def validation_texts_read(cfg, data: dict) -> tuple[int, int]:
+    """(how many of the run's validation texts begin as one of the start's training reviews, how many there are):
+    a file cut from the reviews a backbone or classifier read (e.g. their first sentences) would score it on what it
+    has seen. Texts too short to identify (under 48 letters and digits) are not counted."""
+    from nanogpt.data.imdb import load_imdb
+
+    read = {_signature(t) for t in load_imdb(data["identity"]["kind"], data["split_seed"],
+                                             data["val_fraction"])["train"]["text"]}
+    texts = load_imdb(cfg.source, cfg.split_seed, cfg.val_fraction)["validation"]["text"]
+    signatures = [_signature(t) for t in texts]
+    return sum(len(sig) == _SIGNATURE and sig in read for sig in signatures), len(signatures)
 
 
 def load_into(model, ckpt: dict) -> None:
