@@ -192,12 +192,14 @@ def final_report(results_dir: str | Path, baseline_dir: str | Path = "results", 
     loss, seed = HYBRID_RUN
     pick = first[(first["loss"] == loss) & (first["seed"] == seed) & first["run_id"].isin(found)]
     if len(pick):
-        report["hybrid"] = hybrid_row(results_dir, pick, found, baseline_dir, source)
+        report["hybrid"] = hybrid_row(pick, found, baseline_dir, source)
     report["verdict"] = verdict_lines(report)
     return report
 
 
-def hybrid_row(results_dir, pick: pd.DataFrame, found: dict, baseline_dir, source: str) -> dict:
+def hybrid_row(pick: pd.DataFrame, found: dict, baseline_dir, source: str) -> dict:
+    """The plan's hybrid row: the picked run's P(positive) and NBSVM's (refitted as the baseline records it), 0.5
+    each, on the run's validation reviews."""
     from nanogpt.study.hybrid import hybrid_table, nbsvm_validation
 
     cfg = json.loads(pick["config"].iloc[0])
