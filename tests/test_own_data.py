@@ -312,3 +312,24 @@ def test_notebook_07_walks_a_file_of_ones_own_to_the_advice(tmp_path):
     assert (tmp_path / "figures" / "own" / "07_selection.png").stat().st_size > 10_000
     shown = json.dumps(out["cells"][-1]["outputs"])
     assert card["deploy"] in shown
+
+
+def test_a_run_from_a_classifier_is_compared_with_that_classifier_as_it_is(tmp_path, tiny_run):
+    """Started from a finished classifier, the comparison has one more row: the start as it is, never trained on
+    the file, on the same validation texts (training a model that already does the task can cost it)."""
+    from nanogpt.run.train import train
+    from nanogpt.serve.predict import Classifier
+    from nanogpt.study.compare import compare_run, format_card
+
+    start = tiny_run["ce"].checkpoint
+    cfg = tiny_config(tmp_path, source=separable_csv(tmp_path / "s.csv", n=320), train_limit=None, val_limit=None,
+                      init=f"lm:{start}", epochs=1, evals_per_epoch=1, dev_fraction=0.15, keep_best=True)
+    result = train(cfg)
+    card = compare_run(result.run_dir)
+    models = [r["model"] for r in card["comparison"]]
+    assert models[1] == "the start as it is (model.pt, not trained on this file)" and len(models) == 4
+    val = load_imdb(cfg.source, cfg.split_seed, cfg.val_fraction)["validation"]
+    probs = Classifier.load(start).predict(list(val["text"])).probabilities
+    expected = 100 * np.mean((probs > 0.5) == np.asarray(val["label"]))
+    assert card["comparison"][1]["accuracy"] == pytest.approx(expected)
+    assert card["comparison"][1]["reviews_per_second"] > 0 and "the start as it is" in format_card(card)

@@ -12,6 +12,8 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
+
 from nanogpt.core.artifacts import atomic_write_json
 from nanogpt.core.runtime import processor_of
 from nanogpt.study.baseline import nbsvm_baseline, tfidf_baseline
@@ -56,6 +58,22 @@ def deploy_advice(rows: list[dict], n_val: int) -> str:
             f"validation texts{speed}.")
 
 
+def start_as_it_is(cfg: dict, texts: list[str], labels: np.ndarray) -> dict | None:
+    """Where the run started from a finished classifier (`--init shipped` or lm:<model.pt>) that is still here: that
+    classifier as it is, never trained on this file, scored on the same validation texts (a row to set beside the
+    run: training on a small file can cost a model that already does the task)."""
+    from nanogpt.run.backbone import backbone_path, load_backbone
+    from nanogpt.serve.predict import Classifier
+
+    path = backbone_path(cfg.get("init", "scratch"))
+    if path is None or not path.is_file() or not load_backbone(path).get("from_classifier"):
+        return None
+    probs = Classifier.load(path, precision="fp32").predict(texts).probabilities
+    return {"model": f"the start as it is ({path.name}, not trained on this file)",
+            "accuracy": 100 * float(np.mean((probs > 0.5) == labels)), "roc_auc": None,
+            "reviews_per_second": _gpt_speed(path, texts)}
+
+
 def compare_run(run_dir: str | Path, results_dir: str | Path | None = None) -> dict:
     """Fit both bags of words on the run's split, measure all three, write and return the model card."""
     from nanogpt.data.imdb import load_imdb
@@ -67,11 +85,14 @@ def compare_run(run_dir: str | Path, results_dir: str | Path | None = None) -> d
     split = dict(source=cfg["source"], split_seed=cfg["split_seed"], val_fraction=cfg["val_fraction"],
                  out_dir=results_dir)
     baselines = {"tfidf": tfidf_baseline(**split), "nbsvm": nbsvm_baseline(**split)}
-    texts = list(load_imdb(cfg["source"], cfg["split_seed"], cfg["val_fraction"])["validation"]["text"])
+    dsd = load_imdb(cfg["source"], cfg["split_seed"], cfg["val_fraction"])
+    texts = list(dsd["validation"]["text"])
     n_val = int(row["n_val"])
     scored_all = not cfg.get("val_limit")
     rows = [{"model": f"GPT ({cfg['loss'].upper()}, profile {cfg['profile']})", "accuracy": 100 * row["val_accuracy"],
              "roc_auc": row.get("roc_auc"), "reviews_per_second": _gpt_speed(run_dir / "model.pt", texts)}]
+    start = start_as_it_is(cfg, texts, np.asarray(dsd["validation"]["label"])) if scored_all else None
+    rows += [start] if start else []
     for kind, b in baselines.items():
         rows.append({"model": b.get("label", kind), "accuracy": 100 * b["accuracy"], "roc_auc": b.get("roc_auc"),
                      "reviews_per_second": b.get("reviews_per_second_batched")})
