@@ -151,3 +151,22 @@ def test_one_clip_covers_the_classifier_and_the_language_model_output(tmp_path, 
     train(tiny_config(tmp_path, init=f"lm:{backbone.path}", lm_weight=0.5, max_steps=1, eval_interval=1, val_limit=32))
     (ids,) = clipped
     assert {id(p) for p in built[0].parameters()} <= ids and len(ids) > len(list(built[0].parameters()))
+
+
+def test_the_wall_time_estimate_takes_the_runs_own_steps(tmp_path, backbone, monkeypatch):
+    """The estimate a study prints before it trains runs the run's own steps: whole reviews cut to random windows
+    (a review longer than the block never reaches the model whole), the auxiliary loss's output forward and
+    backward, and a validation pass over the windows of whole reviews."""
+    from nanogpt.study import estimate
+
+    cut = spy(monkeypatch, estimate, "random_windows")
+    read = spy(monkeypatch, estimate, "expand_windows")
+    aux_calls = spy(monkeypatch, AuxLM, "loss")
+    cfg = tiny_config(tmp_path, init=f"lm:{backbone.path}", lm_weight=0.5, reading="windows",
+                      truncation="random_window", block_size=32, max_steps=20, eval_interval=10)
+    est = estimate.estimate_run_seconds(cfg.validate())
+    assert est["run_seconds"] > 20 * est["step_seconds"] > 0
+    assert len(cut) == len(aux_calls) == 8  # 4 batches warmed up, then 4 timed: each cut and with the LM loss
+    assert all(int(r.lengths.max()) <= 32 for _, _, r in cut)  # no input over the block
+    ((args, _, (split, owner)),) = read
+    assert len(split) > len(args[0]) == len(set(owner.tolist()))  # more windows than reviews: whole reviews

@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
 from nanogpt.core.losses import get_criterion
 from nanogpt.core.runtime import autocast, prepare_device, resolve_device, resolve_precision
 from nanogpt.data.batching import bucketed_batches, collate, collate_ids, evenly_spaced
 from nanogpt.data.imdb import load_splits
+from nanogpt.data.windows import expand_windows, random_windows, resolved_stride
 from nanogpt.run.config import TrainConfig
 
 RUN_OVERHEAD_S = 1.0  # writing a run's files and starting the next, measured at about 0.5-1 s on 2 cores
 
 
 def estimate_run_seconds(cfg: TrainConfig, steps: int = 4) -> dict:
-    """Seconds one run of `cfg` will take here: its training steps, its validation passes and the overhead."""
+    """Seconds one run of `cfg` will take here: its training steps, its validation passes and the overhead. The
+    steps are the run's own: random windows of whole reviews where it trains on them, the auxiliary language-model
+    loss where it takes one; the validation pass reads whole reviews in windows where the run will."""
+    from nanogpt.run.auxlm import AuxLM
+    from nanogpt.run.backbone import backbone_path, load_backbone
     from nanogpt.run.train import build_model
 
     device = resolve_device(cfg.device)
@@ -33,12 +39,21 @@ def estimate_run_seconds(cfg: TrainConfig, steps: int = 4) -> dict:
     torch.manual_seed(0)
     model = build_model(cfg, criterion.n_outputs).to(device)
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.type)
-    batches = evenly_spaced(bucketed_batches(train_split.lengths, cfg.batch_size, 0, 0), steps)
+    aux = AuxLM.from_backbone(load_backbone(backbone_path(cfg.init)), cfg.init).to(device) if cfg.lm_weight else None
+    windowed = cfg.truncation == "random_window"
+    lengths_for_batches = np.minimum(train_split.lengths, cfg.block_size) if windowed else train_split.lengths
+    batches = evenly_spaced(bucketed_batches(lengths_for_batches, cfg.batch_size, 0, 0), steps)
+    rng = np.random.default_rng(0)
 
     def step(idx):
-        x, lengths, y = (t.to(device) for t in collate(train_split, idx, cfg.pad_multiple))
+        part, rows = (random_windows(train_split, idx, cfg.block_size, rng), np.arange(len(idx))) if windowed else (
+            train_split, idx)
+        x, lengths, y = (t.to(device) for t in collate(part, rows, cfg.pad_multiple))
         with autocast(device, precision):
-            loss = criterion.loss(model(x, lengths), y)
+            h = model.hidden_states(x)
+            loss = criterion.loss(model.classify(h, lengths), y)
+        if aux is not None:
+            loss = loss + cfg.lm_weight * aux.loss(h, x, lengths)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -51,6 +66,8 @@ def estimate_run_seconds(cfg: TrainConfig, steps: int = 4) -> dict:
         step(idx)
     step_s = (time.perf_counter() - t0) / len(batches)
     model.eval()
+    if cfg.reading == "windows":  # each whole review as its windows
+        val_split, _ = expand_windows(val_split, cfg.block_size, resolved_stride(cfg.block_size, cfg.window_stride))
     eval_idx = evenly_spaced(list(range(len(val_split))), min(cfg.eval_batch_size, len(val_split)))
     with torch.no_grad():
         x, lengths = (t.to(device) for t in collate_ids(val_split, eval_idx, cfg.pad_multiple))
