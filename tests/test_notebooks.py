@@ -166,3 +166,29 @@ def test_pretraining_study_command_line_refuses_what_it_cannot_do(capsys):
         code = main(["study", "--pretraining", *args])
         err = capsys.readouterr().err
         assert code == 2 and message in err, (args, err)
+
+
+def test_a_notebooks_kernel_imports_the_package_that_runs_it(tmp_path):
+    """A study run from a second checkout (a worktree frozen for a long study) executes its notebooks with that
+    checkout's code: the kernel, a child process started in notebooks/, gets the running package's folder first on
+    PYTHONPATH, rather than importing whatever `nanogpt` is installed (here: this checkout's)."""
+    import shutil
+
+    import nanogpt
+
+    copy = tmp_path / "checkout"
+    shutil.copytree(Path(nanogpt.__file__).parent, copy / "nanogpt", ignore=shutil.ignore_patterns("__pycache__"))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import nanogpt, os\nprint(nanogpt.__file__)")]
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nb, tmp_path / "nb" / "probe.ipynb")
+    script = ("import os; os.environ['PYTHONPATH'] = '/elsewhere'\n"
+              "from nanogpt.study.runs import execute_notebook\n"
+              f"out = execute_notebook('probe', {{}}, {str(tmp_path / 'reports')!r}, "
+              f"notebooks_dir={str(tmp_path / 'nb')!r}, progress=False)\n"
+              "print(os.environ['PYTHONPATH'])")
+    run = subprocess.run([sys.executable, "-c", script], cwd=copy, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "/elsewhere"  # the launcher's environment as it was
+    printed = nbformat.read(tmp_path / "reports" / "probe.ipynb", as_version=4).cells[0].outputs[0]["text"]
+    assert Path(printed.strip()).resolve() == (copy / "nanogpt" / "__init__.py").resolve()

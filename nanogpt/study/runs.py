@@ -2,6 +2,8 @@
 reused, interrupted ones resumed; and the study notebooks, executed by papermill."""
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -284,12 +286,32 @@ def execute_notebook(name: str, parameters: dict, reports_dir: str | Path = "rep
     if progress:
         print(f"notebook {name} -> {output_nb}")
     try:
-        pm.execute_notebook(str(notebooks_dir / f"{name}.ipynb"), str(output_nb), parameters=parameters,
-                            kernel_name="python3", progress_bar=progress, cwd=str(notebooks_dir))
+        with kernel_imports_this_package():
+            pm.execute_notebook(str(notebooks_dir / f"{name}.ipynb"), str(output_nb), parameters=parameters,
+                                kernel_name="python3", progress_bar=progress, cwd=str(notebooks_dir))
     except PapermillExecutionError as exc:
         raise NotebookFailed(f"notebook {name} failed in cell {exc.exec_count} ({exc.ename}: "
                              f"{str(exc.evalue).strip()[:300]}); the executed copy is kept at {output_nb}") from None
     return output_nb
+
+
+@contextlib.contextmanager
+def kernel_imports_this_package():
+    """While a notebook runs, its kernel (a child process, started in notebooks/) imports the `nanogpt` this process
+    runs: its folder first on PYTHONPATH. Without it the kernel imports whatever `nanogpt` is installed, which for a
+    second checkout of the repository (a worktree frozen for a long study) is another checkout's code."""
+    import nanogpt
+
+    root = str(Path(nanogpt.__file__).resolve().parent.parent)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([root] + ([before] if before else []))
+    try:
+        yield root
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 PRETRAINING_NOTEBOOK = "06_pretraining"
