@@ -300,9 +300,9 @@ def kernel_imports_this_package():
     """While a notebook runs, its kernel (a child process, started in notebooks/) imports the `nanogpt` this process
     runs: its folder first on PYTHONPATH. Without it the kernel imports whatever `nanogpt` is installed, which for a
     second checkout of the repository (a worktree frozen for a long study) is another checkout's code."""
-    import nanogpt
+    from nanogpt.core.resources import REPO_ROOT  # the folder that holds this `nanogpt`
 
-    root = str(Path(nanogpt.__file__).resolve().parent.parent)
+    root = str(REPO_ROOT)
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([root] + ([before] if before else []))
     try:
