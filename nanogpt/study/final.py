@@ -116,8 +116,8 @@ def verdict_lines(report: dict) -> list[str]:
     bar, tfidf = report["nbsvm"], report["tfidf"]
     out = []
     for loss, e in report["endpoints"].items():
-        over = (f"over {e['n']} {e['unit']} ({e['runs']} runs)" if e["unit"] == "backbone means"
-                else f"over {e['n']} {e['unit']}")
+        unit = e["unit"] if e["n"] != 1 else "run (no bound from one)"
+        over = f"over {e['n']} {unit}" + (f" ({e['runs']} runs)" if e["unit"] == "backbone means" else "")
         where = ("clearly above" if e["clearly_above"] else "above, though not clearly (the lower bound is not)"
                  if e["goal_met"] else "below")
         out.append(f"{loss.upper()}: {e['mean']:.2f}% {over}, one-sided {100 * e['level']:.0f}% lower bound "
