@@ -71,7 +71,7 @@ def _read_backbone(path: str, size: int, mtime_ns: int) -> dict:
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable backbone checkpoint ({load_failure_reason(exc)}).") from exc
     if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
-        return backbone_of_classifier(load_checkpoint(path), path)
+        return backbone_of_classifier(ckpt, path)  # read once: torch.load above is load_checkpoint's own read
     if not isinstance(ckpt, dict) or ckpt.get("format") != BACKBONE_FORMAT:
         raise CheckpointError(f"{path} is not a backbone (format {ckpt.get('format') if isinstance(ckpt, dict) else None!r}"
                               f"), nor a classifier of this project. Fix: pass the backbone.pt that `python -m nanogpt "
@@ -85,6 +85,9 @@ def backbone_of_classifier(ckpt: dict, path: str | Path) -> dict:
     take the auxiliary language-model loss."""
     from nanogpt.core.artifacts import file_sha256
 
+    missing = [k for k in ("model_state", "model_config") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} lacks {missing}; it was not written by nanogpt.run.train.")
     cfg = ckpt.get("train_config") or {}
     if not {"source", "split_seed", "val_fraction"} <= set(cfg):
         raise CheckpointError(f"{path} does not record the data it was trained on (no train_config): it cannot be "

@@ -26,7 +26,11 @@ def _gpt_speed(checkpoint: Path, texts: list[str], limit: int = 1000) -> float |
 
     if not checkpoint.is_file():
         return None
-    clf = Classifier.load(checkpoint, precision="fp32")
+    return _speed(Classifier.load(checkpoint, precision="fp32"), texts, limit)
+
+
+def _speed(clf, texts: list[str], limit: int = 1000) -> float:
+    """Reviews per second of a loaded classifier, batched (64), after a warm-up."""
     sample = texts[:limit]
     clf.predict(sample[:8])  # warm-up: allocations
     t0 = time.perf_counter()
@@ -62,16 +66,21 @@ def start_as_it_is(cfg: dict, texts: list[str], labels: np.ndarray) -> dict | No
     """Where the run started from a finished classifier (`--init shipped` or lm:<model.pt>) that is still here: that
     classifier as it is, never trained on this file, scored on the same validation texts (a row to set beside the
     run: training on a small file can cost a model that already does the task)."""
-    from nanogpt.run.backbone import backbone_path, load_backbone
+    from nanogpt.run.backbone import backbone_path
+    from nanogpt.run.checkpoints import CheckpointError
     from nanogpt.serve.predict import Classifier
 
     path = backbone_path(cfg.get("init", "scratch"))
-    if path is None or not path.is_file() or not load_backbone(path).get("from_classifier"):
+    if path is None or not path.is_file():
         return None
-    probs = Classifier.load(path, precision="fp32").predict(texts).probabilities
+    try:
+        clf = Classifier.load(path, precision="fp32")
+    except CheckpointError:  # a pre-trained backbone, not a classifier: nothing to score as it is
+        return None
+    probs = clf.predict(texts).probabilities
     return {"model": f"the start as it is ({path.name}, not trained on this file)",
             "accuracy": 100 * float(np.mean((probs > 0.5) == labels)), "roc_auc": None,
-            "reviews_per_second": _gpt_speed(path, texts)}
+            "reviews_per_second": _speed(clf, texts)}
 
 
 def compare_run(run_dir: str | Path, results_dir: str | Path | None = None) -> dict:

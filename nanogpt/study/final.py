@@ -97,8 +97,8 @@ def backbone_budget(backbones: pd.DataFrame, results_dir: str | Path | None = No
     rows = []
     for _, b in backbones.iterrows():
         m, pace = float(b["train_seconds"]) / 60, None
-        path = Path(results_dir or ".") / "backbones" / str(b["backbone_id"]) / "history.csv"
-        if results_dir is not None and path.is_file():
+        path = None if results_dir is None else Path(results_dir) / "backbones" / str(b["backbone_id"]) / "history.csv"
+        if path is not None and path.is_file():
             h = pd.read_csv(path)
             rates = (np.diff(np.r_[0.0, h["tokens"].to_numpy(float)])
                      / np.diff(np.r_[0.0, h["train_seconds"].to_numpy(float)]))
