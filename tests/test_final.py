@@ -214,3 +214,38 @@ def test_the_shipped_models_card_says_where_it_stands(tmp_path, monkeypatch, cap
     assert "shipped m.safetensors" in capsys.readouterr().out
     winner = {**report, "nbsvm": 80.0, "ship": {**report["ship"], "winner": True}}
     assert "the plan's winner: CE above NBSVM (87.50% against 80.00%)" in F.ship_note(winner)
+
+
+def test_runs_from_earlier_weights_of_a_backbone_id_are_left_out_and_named(tmp_path, monkeypatch):
+    """A backbone lost with its machine and pre-trained again keeps its id (same config and seed) but not its
+    weights: runs fine-tuned from the lost weights stay in runs.csv, out of the endpoint, named in the verdict."""
+    from nanogpt.run.profiles import get_profile
+    from nanogpt.study import baseline, hybrid
+    from nanogpt.study.pretrain_study import get_recipe, stored_pretraining
+
+    truth = _folder(tmp_path)
+    monkeypatch.setattr(baseline, "nbsvm_baseline", lambda source, out_dir: {"accuracy": 0.80})
+    monkeypatch.setattr(baseline, "tfidf_baseline", lambda source, out_dir: {"accuracy": 0.70})
+    monkeypatch.setattr(hybrid, "nbsvm_validation", lambda *a: (truth, np.full(4, 0.6), {}))
+    backbones = pd.read_csv(tmp_path / "backbones.csv")
+    backbones["backbone_sha256"] = ["a" * 64, "b" * 64, "c" * 64]
+    backbones.to_csv(tmp_path / "backbones.csv", index=False)
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    runs["backbone_sha256"] = np.where(runs["init"] == "lm:bb0", "a" * 64, "")
+    cfg = get_profile("ft").make_config("ce", 2, init="lm:bb0", **get_recipe(F.RECIPE)["finetune"])
+    lost = {**runs.iloc[0].to_dict(), "run_id": "bb0-ce-2-lost", "seed": 2, "val_accuracy": 0.0,
+            "config": json.dumps(cfg.__dict__), "backbone_sha256": "f" * 64}  # wrong on every review
+    pd.concat([runs, pd.DataFrame([lost])]).to_csv(tmp_path / "runs.csv", index=False)
+    folder = tmp_path / "runs" / "bb0-ce-2-lost"
+    folder.mkdir()
+    pd.DataFrame({"label": truth, "positive_probability": np.where(truth == 1, 0.1, 0.9)}).to_csv(
+        folder / "val_predictions.csv", index=False)
+    kept, _ = stored_pretraining(tmp_path, "ft", "lm-cpu", get_recipe(F.RECIPE)["finetune"],
+                                 get_recipe(F.RECIPE)["pretrain_overrides"])
+    assert "bb0-ce-2-lost" not in set(kept["run_id"]) and "bb0-ce-0" in set(kept["run_id"])
+    report = F.final_report(tmp_path, baseline_dir=tmp_path)
+    assert report["endpoints"]["ce"]["runs"] == 6 and report["endpoints"]["ce"]["mean"] == pytest.approx(87.5)
+    assert report["superseded"] == [{"run_id": "bb0-ce-2-lost", "loss": "ce", "seed": 2, "backbone": "bb0",
+                                     "accuracy": 0.0}]
+    assert ("Left out: 1 run(s) fine-tuned from earlier weights of a backbone id, lost and pre-trained again (CE "
+            "seed 2 0.00%).") in report["verdict"]

@@ -345,10 +345,10 @@ def test_a_row_has_the_indexs_columns_in_order_with_its_numbers_empty_until_give
     assert list(row) == ["run_id", "status", "loss", "arm", "seed", "profile", "source", "split_seed", "n_train",
                          "n_val", "val_accuracy", "val_loss", "roc_auc", "ece", "f1", "steps", "train_seconds",
                          "tokens_per_second", "device", "precision", "torch_version", "config", "error", "data", "keep",
-                         "model_sha256", "init", "processor", "isa"]
+                         "model_sha256", "init", "backbone_sha256", "processor", "isa"]
     numbers = ("val_accuracy", "val_loss", "roc_auc", "ece", "f1", "train_seconds", "tokens_per_second")
     assert all(math.isnan(row[k]) for k in numbers) and row["steps"] == cfg.max_steps == 12
-    assert row["error"] == "loss became nan" and row["init"] == "scratch"
+    assert row["error"] == "loss became nan" and row["init"] == "scratch" and row["backbone_sha256"] == ""
 
 
 def test_an_upsert_into_a_torn_index_rebuilds_it_from_the_folders_first(tmp_path):

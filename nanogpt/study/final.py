@@ -150,6 +150,11 @@ def verdict_lines(report: dict) -> list[str]:
                 "Every backbone within the goal's 2 hours of 2-core compute: ")
                + ", ".join(f"{b['backbone_id']} ({minutes(b)}, {b['precision']})" for b in (over or report["backbones"]))
                + ".")
+    gone = report.get("superseded", [])
+    if gone:
+        out.append(f"Left out: {len(gone)} run(s) fine-tuned from earlier weights of a backbone id, lost and "
+                   "pre-trained again (" + ", ".join(f"{g['loss'].upper()} seed {g['seed']} {g['accuracy']:.2f}%"
+                                                     for g in gone) + ").")
     ship = report["ship"]
     out.append(f"To ship: {ship['run_id']} ({ship['loss'].upper()} seed {ship['seed']}, {ship['accuracy']:.2f}%, the "
                f"run closest to its loss's {ship['endpoint']:.2f}%)" +
@@ -165,7 +170,7 @@ def final_report(results_dir: str | Path, baseline_dir: str | Path = "results", 
     from nanogpt.study.analysis import accuracy_claim, load_plan
     from nanogpt.study.baseline import nbsvm_baseline, tfidf_baseline
     from nanogpt.study.churn import label_matrix
-    from nanogpt.study.pretrain_study import get_recipe, stored_pretraining
+    from nanogpt.study.pretrain_study import get_recipe, stored_pretraining, superseded_runs
 
     spec = get_recipe(recipe)
     runs, backbones = stored_pretraining(results_dir, profile, pretrain_profile, spec["finetune"],
@@ -177,7 +182,11 @@ def final_report(results_dir: str | Path, baseline_dir: str | Path = "results", 
     endpoints = endpoint(pre, order, nbsvm)
     report = {"plan": "results/analysis-plan-3.json", "recipe": recipe, "results": str(results_dir),
               "nbsvm": nbsvm, "tfidf": tfidf, "endpoints": endpoints, "backbones": backbone_budget(backbones, results_dir),
-              "ship": ship_candidate(pre, endpoints, order)}
+              "ship": ship_candidate(pre, endpoints, order),
+              "superseded": [{"run_id": r.run_id, "loss": r.loss, "seed": int(r.seed), "backbone": r.backbone,
+                              "accuracy": 100 * float(r.val_accuracy)}
+                             for r in superseded_runs(results_dir, profile, pretrain_profile, spec["finetune"],
+                                                      spec["pretrain_overrides"]).itertuples()]}
     first = pre[pre["backbone"] == order[0]]
     ce, bce = (first[first["loss"] == k].set_index("seed")["val_accuracy"] * 100 for k in ("ce", "bce"))
     if len(ce) >= 2 and len(bce) >= 2:

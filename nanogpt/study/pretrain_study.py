@@ -258,23 +258,50 @@ def stored_pretraining(results_dir: str | Path, profile: str, pretrain_profile: 
     """The finished runs of `profile` (of the study's recipe, `of_recipe`) and the backbones of
     `pretrain_profile` with `pretrain_overrides` (seed order; backbones trained otherwise, such as the budget
     points of `pretraining_budget`, and the runs from them are left out) a results folder holds: what notebook
-    06 analyses when it does not train (a fresh clone reads the committed files)."""
+    06 analyses when it does not train (a fresh clone reads the committed files). Runs from other weights of a
+    backbone's id than its row's (`superseded_runs`) are left out too."""
+    runs, backbones = _stored(results_dir, profile, pretrain_profile, finetune, pretrain_overrides)
+    runs = runs[~_superseded(runs, backbones)].reset_index(drop=True)
+    used = set(runs["backbone"]) - {""} if not runs.empty else set()
+    if not used:  # no runs, no backbones, or no run fine-tuned with this recipe from them
+        raise FileNotFoundError(f"{results_dir} holds no '{profile}' runs fine-tuned with this recipe from its "
+                                f"'{pretrain_profile}' backbones yet. Fix: run notebook 06 with train=True (or "
+                                "`python -m nanogpt study --pretraining --recipe <name>`).")
+    return runs, backbones[backbones["backbone_id"].isin(used)].reset_index(drop=True)
+
+
+def superseded_runs(results_dir: str | Path, profile: str, pretrain_profile: str, finetune: dict | None = None,
+                    pretrain_overrides: dict | None = None) -> pd.DataFrame:
+    """The recipe's finished runs fine-tuned from a backbone id whose weights are no longer its row's: a backbone
+    lost with its machine and pre-trained again (same config and seed, other weights, since fp32 sums are not
+    reproduced bit for bit) supersedes the runs of the lost one; they stay in runs.csv, out of the comparison."""
+    runs, backbones = _stored(results_dir, profile, pretrain_profile, finetune, pretrain_overrides)
+    return runs[_superseded(runs, backbones)].reset_index(drop=True)
+
+
+def _superseded(runs: pd.DataFrame, backbones: pd.DataFrame) -> pd.Series:
+    """Per row of `runs`: started from its backbone id but from other weights than the backbone row's (both
+    sha256s recorded; rows from before the run's column existed are taken as the row's weights)."""
+    if runs.empty or "backbone_sha256" not in runs or "backbone_sha256" not in backbones:
+        return pd.Series(False, index=runs.index)
+    current = dict(zip(backbones["backbone_id"], backbones["backbone_sha256"]))
+    read = runs["backbone_sha256"].fillna("").astype(str)
+    now = runs["backbone"].map(current).fillna("").astype(str)
+    return (runs["start"] == "pre-trained") & (read != "") & (now != "") & (read != now)
+
+
+def _stored(results_dir, profile, pretrain_profile, finetune, pretrain_overrides):
+    """(the recipe's finished runs from scratch or from the profile's backbones, those backbones)."""
     from nanogpt.run.results import read_results, runs_csv
 
     runs = read_results(runs_csv(results_dir), finished_only=True)
     runs = of_recipe(runs[runs["profile"] == profile], finetune) if not runs.empty else runs
     backbones = stored_backbones(results_dir, pretrain_profile, pretrain_overrides)
     backbones = backbones[backbones["differs"].map(len) == 0].drop(columns="differs")
-    used = set()
-    if not runs.empty and not backbones.empty:
-        ids = set(backbones["backbone_id"])
-        runs = runs[(runs["start"] == "scratch") | runs["backbone"].isin(ids)]  # of_recipe has added start, backbone
-        used = set(runs["backbone"]) - {""}
-    if not used:  # no runs, no backbones, or no run fine-tuned with this recipe from them
-        raise FileNotFoundError(f"{results_dir} holds no '{profile}' runs fine-tuned with this recipe from its "
-                                f"'{pretrain_profile}' backbones yet. Fix: run notebook 06 with train=True (or "
-                                "`python -m nanogpt study --pretraining --recipe <name>`).")
-    return runs.reset_index(drop=True), backbones[backbones["backbone_id"].isin(used)].reset_index(drop=True)
+    if runs.empty or backbones.empty:
+        return runs.iloc[0:0] if not runs.empty else runs, backbones
+    runs = runs[(runs["start"] == "scratch") | runs["backbone"].isin(set(backbones["backbone_id"]))]
+    return runs.reset_index(drop=True), backbones
 
 
 def stored_backbones(results_dir: str | Path, pretrain_profile: str, overrides: dict | None = None) -> pd.DataFrame:
