@@ -63,6 +63,12 @@ def cmd_train(args) -> int:
         cfg = prof.make_config(args.loss, args.seed, out_dir=args.out, quiet=args.quiet, **overrides)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
+    if own_file and args.init is None:  # the default start for a file of one's own: the shipped model if it fits
+        from nanogpt.serve.shipped import default_start
+
+        changes, start = default_start(cfg, overrides)
+        cfg = cfg.replace(**changes)
+        print(start)
     if own_file and not args.quiet:
         from nanogpt.data.imdb import label_mapping
 

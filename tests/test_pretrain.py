@@ -516,3 +516,45 @@ def test_a_file_cut_from_the_reviews_a_start_has_read_is_refused(tmp_path, tiny_
                                              "Fix: make the file from IMDB's validation part"):
             build_model(cfg.validate(), 1)
         build_model(cfg.replace(source=str(tmp_path / "unread.csv")).validate(), 1)  # no error
+
+
+def test_a_file_of_ones_own_starts_from_the_shipped_model_unless_it_has_read_the_files_texts(
+        tmp_path, tiny_run, monkeypatch, capsys):
+    """Without --init, a run on a file of one's own starts from the shipped model's transformer (the body at a
+    quarter of the learning rate unless --set names it) where one is shipped and fits the run; from random weights,
+    saying why, where none is shipped or the file was cut from the reviews it trained on."""
+    from nanogpt.__main__ import main
+    from nanogpt.data.imdb import load_imdb
+    from nanogpt.run.backbone import load_backbone
+    from nanogpt.serve import shipped
+    from nanogpt.study.probe import first_sentences
+
+    dsd = load_imdb()
+    for name, split in (("read", "train"), ("unread", "validation")):
+        part = dsd[split].to_pandas().head(400)
+        pd.DataFrame({"text": part["text"].map(first_sentences), "label": part["label"]}).to_csv(
+            tmp_path / f"{name}.csv", index=False)
+    cfg = tiny_config(tmp_path, source=str(tmp_path / "unread.csv"), train_limit=None, val_limit=None, split_seed=7)
+    monkeypatch.setattr(shipped, "shipped_model", lambda: None)
+    assert shipped.default_start(cfg) == ({}, "start: random weights (no model is shipped in models/; --init lm:PATH "
+                                       "names a start)")
+    shipped.ship(tiny_run["ce"].run_dir, tmp_path / "models")
+    path = tmp_path / "models" / "imdb-gpt.safetensors"
+    monkeypatch.setattr(shipped, "shipped_model", lambda: path)
+    changes, line = shipped.default_start(cfg)
+    assert changes == {"init": f"lm:{path}", "backbone_lr_scale": 0.25}
+    assert line.startswith("start: the shipped model's transformer (imdb-gpt.safetensors")
+    assert shipped.default_start(cfg, {"backbone_lr_scale": 1.0})[0] == {"init": f"lm:{path}"}
+    changes, line = shipped.default_start(cfg.replace(source=str(tmp_path / "read.csv")))
+    assert changes == {} and re.match(r"start: random weights, not the shipped model \(\d+ of this file's 80 "
+                                      r"validation texts begin as bundled training reviews do", line)
+    assert shipped.default_start(cfg.replace(n_embd=64))[0] == {}  # a shape it does not have: random weights
+    # the command: the shipped start, named in the run's row
+    tiny = [f"{k}={v}" for k, v in dict(n_layer=1, n_head=2, n_embd=32, block_size=64, epochs=1, gelu="none").items()]
+    out = tmp_path / "r"
+    assert main(["train", "--loss", "bce", "--source", str(tmp_path / "unread.csv"), "--out", str(out), "--quiet",
+                 *[a for s in tiny for a in ("--set", s)]]) == 0
+    assert "start: the shipped model's transformer" in capsys.readouterr().out
+    row = pd.read_csv(out / "runs.csv").iloc[0]
+    assert row["init"] == "lm:" + load_backbone(path)["backbone_id"]
+    assert json.loads(row["config"])["backbone_lr_scale"] == 0.25

@@ -49,6 +49,34 @@ def shipped_option(models_dir: str | Path = MODELS_DIR, name: str = DEFAULT_NAME
     return card["loss"], (label, str(path))
 
 
+SHIPPED_BACKBONE_LR_SCALE = 0.25  # the fine-tuning of a start measured on files of one's own (docs/own-data.md)
+
+
+def default_start(cfg, named=()) -> tuple[dict, str]:
+    """What a run on a file of one's own that names no --init starts from, as (config changes, one line why): the
+    shipped model's transformer (its head left behind, the body at SHIPPED_BACKBONE_LR_SCALE of the learning rate
+    unless `named`, the fields the command line or notebook set, holds it) where a model is shipped and it fits the
+    run (check_fits: its shape, and the file's validation texts not among the reviews it trained on); else random
+    weights, the line saying why."""
+    path = shipped_model()
+    if path is None:
+        return {}, "start: random weights (no model is shipped in models/; --init lm:PATH names a start)"
+    from nanogpt.run.backbone import check_fits, load_backbone
+
+    init = f"lm:{path}"
+    try:
+        check_fits(load_backbone(path), cfg.replace(init=init), path)
+    except ValueError as exc:
+        why = str(exc).split(": ", 1)[-1].split(". Fix:")[0]
+        return {}, f"start: random weights, not the shipped model ({why})"
+    changes = {"init": init}
+    if "backbone_lr_scale" not in named:
+        changes["backbone_lr_scale"] = SHIPPED_BACKBONE_LR_SCALE
+    return changes, (f"start: the shipped model's transformer ({path.name}, an IMDB sentiment classifier; a fresh "
+                     f"head, the body at {changes.get('backbone_lr_scale', cfg.backbone_lr_scale):g} of the learning "
+                     "rate); --init scratch trains from random weights")
+
+
 def card_path(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
