@@ -104,3 +104,14 @@ def test_ship_command_line(learnt_run, tmp_path, capsys):
     assert (tmp_path / "cli.safetensors").is_file() and card["weights"] == "float16"
     assert main(["ship", str(tmp_path), "--models", str(tmp_path)]) == 2
     assert "not a finished run's folder" in capsys.readouterr().err
+
+
+def test_the_bench_times_the_shipped_model_as_it_serves(exported):
+    """bench's shipped-model line: one review per call over `calls` reviews, then the batch at each batch size."""
+    from nanogpt.bench.inference import shipped_times
+
+    _, path, _ = exported
+    out = shipped_times(path, 3, 8, batch_sizes=(4, 8))
+    assert (out["calls"], out["batch"], out["reading"]) == (3, 8, Classifier.load(path).reading)
+    assert 0 < out["ms_median"] <= out["ms_p95"]
+    assert out["reviews_per_s_batch4"] > 0 and out["reviews_per_s_batch8"] > 0 and "reviews_per_s_batch16" not in out

@@ -19,7 +19,7 @@ import torch
 
 from nanogpt.bench.accelerator import accelerator_figures
 from nanogpt.bench.hf import hf_trainer_seconds_to_accuracy
-from nanogpt.bench.inference import data_times, inference_times, shortcut_times
+from nanogpt.bench.inference import data_times, inference_times, shipped_times, shortcut_times
 from nanogpt.bench.timing import matmul_gflops, model_flops_per_token
 from nanogpt.bench.training import epoch_comparison, seconds_to_accuracy
 from nanogpt.core.artifacts import atomic_write_json
@@ -196,6 +196,14 @@ def run_bench(quick: bool = False, json_path: str | None = None) -> dict:
                                      f"reviews/s batched, one review {cut['shortcut_ms_median']:.1f} ms; full "
                                      f"forward {cut['full_reviews_per_s']:,.0f} reviews/s, {cut['full_ms_median']:.1f} "
                                      f"ms (P(positive) within {cut['max_probability_difference']:.1e})")
+    from nanogpt.serve.shipped import shipped_model
+
+    if (path := shipped_model()) is not None:
+        ship = shipped_times(path, 50 if quick else 200, 200 if quick else 1000)
+        out.update({f"shipped_{k}": v for k, v in ship.items()})
+        rates = ", ".join(f"{ship[f'reviews_per_s_batch{b}']:,.0f} in batches of {b}" for b in (16, 32, 64))
+        show("shipped model", f"{path.name} ({ship['precision']}, {ship['threads']} thread(s)): one review median "
+                              f"{ship['ms_median']:.1f} ms, p95 {ship['ms_p95']:.1f} ms; {rates} reviews/s")
     out.update(serving_section(show, quick))
     out.update(sweep_section(show, quick))
     out.update(pretraining_section(show, quick))

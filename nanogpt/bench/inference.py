@@ -87,3 +87,24 @@ def shortcut_times(calls: int, batch: int) -> dict:
     clf.model.last_position_only = True
     out["max_probability_difference"] = float(np.max(np.abs(probs["full"] - probs["shortcut"])))
     return out
+
+
+def shipped_times(path, calls: int, batch: int, batch_sizes=(16, 32, 64)) -> dict:
+    """The shipped model (or any checkpoint) as a service answers: median and p95 ms for one review (each of
+    `calls` validation reviews in its own call) and batched reviews/s on `batch` validation reviews for each of
+    `batch_sizes` (windows per forward pass), on the threads torch has here."""
+    clf = Classifier.load(path)
+    texts = list(load_imdb()["validation"]["text"])
+    clf.predict(texts[:8])
+    lat = []
+    for review in texts[:calls]:
+        t0 = time.perf_counter()
+        clf.predict(review)
+        lat.append((time.perf_counter() - t0) * 1000)
+    out = {"ms_median": float(np.median(lat)), "ms_p95": float(np.percentile(lat, 95)), "calls": calls,
+           "batch": batch, "precision": clf.precision, "reading": clf.reading, "threads": torch.get_num_threads()}
+    for size in batch_sizes:
+        t0 = time.perf_counter()
+        clf.predict(texts[:batch], batch_size=size)
+        out[f"reviews_per_s_batch{size}"] = batch / (time.perf_counter() - t0)
+    return out
