@@ -215,9 +215,11 @@ def _decided_study(args) -> int:
     if not args.quiet:
         print(f"the main job: the study that decided the paper's claims (profile '{DECIDED_PROFILE}'); unfinished runs "
               "train first, finished ones (committed rows included) are reused")
+    # rows and predictions are all the verdicts read (the committed runs kept no weights): a run whose row is here,
+    # from this processor, is finished, not trained again for weights nobody reads
     for design, losses, seeds in DECIDED_STUDY:
         run_study(DECIDED_PROFILE, list(seeds), losses, out_dir=out, quiet=args.quiet, design=design,
-                  workers=args.workers, scheduler=args.scheduler, **overrides)
+                  workers=args.workers, scheduler=args.scheduler, **{**overrides, "keep": "none"})
     if not args.no_notebooks:
         if not args.quiet:
             print("\nevery run has finished; the notebooks now analyse them (01 -> 05):")

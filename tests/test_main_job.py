@@ -28,12 +28,17 @@ def clone(tmp_path):
     return out
 
 
+def _no_training(cfg, run):
+    raise AssertionError(f"the main job trained {cfg.run_id()} on a clone of the committed results")
+
+
 def _main_job(clone, monkeypatch, capsys, *extra):
     from nanogpt.__main__ import main
     from nanogpt.study import runs as R
 
     calls = []
     monkeypatch.setattr(R, "run_notebooks", lambda *a, **k: calls.append((a, k)) or {"04": clone / "04.ipynb"})
+    monkeypatch.setattr(R, "train_unless_finished", _no_training)  # a clone trains nothing: a run here fails at once
     monkeypatch.setattr("nanogpt.run.profiles.default_profile_name", lambda: "cpu")  # a CPU, whatever runs this
     code = main(["study", "--out", str(clone), "--figures", str(clone.parent / "figures"), "--reports",
                  str(clone.parent / "reports"), *extra])
@@ -67,6 +72,21 @@ def test_the_main_job_ends_with_both_decided_verdicts(clone, monkeypatch, capsys
     # and the committed files are as they were
     assert {p: p.read_bytes() for p in clone.rglob("*") if p.is_file() and p.suffix != ".lock"} == \
         {p: b for p, b in before.items() if p.suffix != ".lock"}
+
+
+@pytest.mark.parametrize("processor", [
+    {"processor": "AMD EPYC (AuthenticAMD family 25 model 17)", "isa": "avx2 avx512f avx512_bf16; torch AVX512"},
+    {"processor": "AMD EPYC (AuthenticAMD family 25 model 1)", "isa": "avx2; torch AVX2"}])
+def test_the_main_job_trains_nothing_on_the_processor_that_trained_its_rows_or_another(clone, monkeypatch, capsys,
+                                                                                        processor):
+    """The committed decided runs kept rows and predictions, no weights: on the processor that trained them (their
+    rows are this machine's, not another's) they are finished too, not trained again for weights."""
+    from nanogpt.core import runtime
+
+    monkeypatch.setattr(runtime, "processor_of", lambda device_type="cpu": dict(processor))
+    code, out, err, _ = _main_job(clone, monkeypatch, capsys, "--no-notebooks")
+    assert code == 0, err
+    assert out.count(", 0 to train") == 3 and not (clone / "runs").exists()
 
 
 def test_the_answer_follows_the_reports_it_reads(clone, monkeypatch, capsys):
