@@ -63,17 +63,17 @@ def cmd_train(args) -> int:
         cfg = prof.make_config(args.loss, args.seed, out_dir=args.out, quiet=args.quiet, **overrides)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
-    if own_file and args.init is None:  # the default start for a file of one's own: the shipped model if it fits
+    if own_file:
+        from nanogpt.data.imdb import label_mapping
         from nanogpt.serve.shipped import default_start
 
-        changes, start = default_start(cfg, overrides)
-        cfg = cfg.replace(**changes)
-        print(start)
-    if own_file and not args.quiet:
-        from nanogpt.data.imdb import label_mapping
-
-        mapping = label_mapping(cfg.source)
-        print(f"labels of {cfg.source}: " + ", ".join(f"{k!r} -> {v}" for k, v in mapping.items()))
+        mapping = label_mapping(cfg.source)  # the file read and checked first: a bad one fails here, in one line
+        if not args.quiet:
+            print(f"labels of {cfg.source}: " + ", ".join(f"{k!r} -> {v}" for k, v in mapping.items()))
+        if args.init is None:  # the default start for a file of one's own: the shipped model where it fits
+            changes, start = default_start(cfg, overrides)
+            cfg = cfg.replace(**changes)
+            print(start)
     result = train(cfg, resume=args.resume)
     if (own_file or args.compare) and result.checkpoint.is_file():
         from nanogpt.study.compare import compare_run, format_card
