@@ -333,3 +333,22 @@ def test_a_run_from_a_classifier_is_compared_with_that_classifier_as_it_is(tmp_p
     expected = 100 * np.mean((probs > 0.5) == np.asarray(val["label"]))
     assert card["comparison"][1]["accuracy"] == pytest.approx(expected)
     assert card["comparison"][1]["reviews_per_second"] > 0 and "the start as it is" in format_card(card)
+
+
+def test_the_measurement_files_come_from_the_validation_part_and_do_not_overlap(tmp_path):
+    """docs/own-data.md's files: the reporting file is the whole-text file cut to two sentences, tuning file 2 is
+    the rest of the validation part, and none of their texts is a training review."""
+    from nanogpt.data.imdb import load_imdb
+    from nanogpt.study.own import measurement_files
+    from nanogpt.study.probe import first_sentences
+
+    paths = measurement_files(tmp_path, n=50)
+    short, rest, whole = (pd.read_csv(paths[k]) for k in ("val3k-short", "valrest-short", "val3k-whole"))
+    dsd = load_imdb()
+    val = dsd["validation"].to_pandas()
+    assert len(short) == len(whole) == 50 and len(rest) == len(val) - 50
+    assert set(whole["text"]) <= set(val["text"]) and not set(whole["text"]) & set(dsd["train"]["text"])
+    assert list(short["text"]) == [first_sentences(t) for t in whole["text"]]
+    assert list(short["label"]) == list(whole["label"])
+    assert not set(rest["text"]) & set(short["text"])
+    assert measurement_files(tmp_path, n=10)["val3k-short"].read_bytes() == paths["val3k-short"].read_bytes()

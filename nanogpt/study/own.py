@@ -27,6 +27,30 @@ def demo_file(path: str | Path, n: int = 2000, seed: int = 0) -> Path:
     return path
 
 
+MEASUREMENT_FILES = ("val3k-short", "valrest-short", "val3k-whole")  # docs/own-data.md: reporting, tuning 2, long
+
+
+def measurement_files(folder: str | Path, n: int = 3000, seed: int = 0) -> dict[str, Path]:
+    """The files docs/own-data.md measures on, made from the bundled reviews' validation part (never read by a
+    backbone or by the shipped model): `n` of them (`sample(n, random_state=seed)`) cut to their first two
+    sentences (the reporting file), the rest cut the same way (tuning file 2), and the same `n` whole (long
+    texts); columns `text` and `label`. Existing files are left as they are."""
+    from nanogpt.data.imdb import load_imdb
+
+    val = load_imdb()["validation"].to_pandas()
+    reporting = val.sample(n, random_state=seed)
+    parts = {"val3k-short": (reporting, True), "valrest-short": (val.drop(reporting.index), True),
+             "val3k-whole": (reporting, False)}
+    out = {}
+    for name, (part, short) in parts.items():
+        path = out[name] = Path(folder) / f"{name}.csv"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_csv(path, pd.DataFrame({"text": part["text"].map(first_sentences) if short else part["text"],
+                                                 "label": part["label"]}))
+    return out
+
+
 def plot_selection(history: pd.DataFrame, row: dict, title: str):
     """Development and validation accuracy at each validation pass, the kept step and the early stop marked."""
     points = history.dropna(subset=["val_accuracy"])
