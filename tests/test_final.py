@@ -211,6 +211,8 @@ def test_the_shipped_models_card_says_where_it_stands(tmp_path, monkeypatch, cap
     report = json.loads((tmp_path / "plan-3-verdict.json").read_text())
     assert run_dir == tmp_path / "runs" / report["ship"]["run_id"]
     assert "not a winner" in note and "7.50 points below NBSVM (95.00%)" in note  # 87.50% against 95.00%
+    e = report["endpoints"][report["ship"]["loss"]]
+    assert f"({e['runs']} {report['ship']['loss'].upper()} runs from {len(e['backbones'])} backbone(s) when shipped)" in note
     assert "shipped m.safetensors" in capsys.readouterr().out
     winner = {**report, "nbsvm": 80.0, "ship": {**report["ship"], "winner": True}}
     assert "the plan's winner: CE above NBSVM (87.50% against 80.00%)" in F.ship_note(winner)

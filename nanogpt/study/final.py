@@ -225,7 +225,8 @@ def ship_note(report: dict) -> str:
                 f"not a winner: the best GPT recipe's {ship['loss'].upper()} mean is {e['mean']:.2f}%, "
                 f"{-e['margin']:.2f} points below NBSVM ({report['nbsvm']:.2f}%), which serves better where accuracy "
                 "is what counts")
-    return (f"Plan 3 ({report['plan']}), recipe {report['recipe']}: the run closest to its loss's endpoint; "
+    return (f"Plan 3 ({report['plan']}), recipe {report['recipe']}: the run closest to its loss's endpoint "
+            f"({e['runs']} {ship['loss'].upper()} runs from {len(e['backbones'])} backbone(s) when shipped); "
             f"{standing}.")
 
 
