@@ -138,6 +138,7 @@ def test_the_report_from_a_results_folder(tmp_path, monkeypatch):
     assert report["hybrid"]["run_id"] == "bb0-ce-0"
     assert report["hybrid"]["row"]["hybrid"] == pytest.approx(100.0) and report["hybrid"]["row"]["gpt"] == 100.0
     assert report["ce_vs_bce"]["n_ce"] == 2 and report["ce_vs_bce"]["n_bce"] == 2
+    assert report["ce_vs_bce"]["backbone"] == "bb0"
     lines = report["verdict"]
     assert lines[0].startswith("BCE: 87.50% over 2 fine-tuning seeds of one backbone")
     assert lines[1].startswith("CE: 87.50% over 3 backbone means (6 runs)")
@@ -251,3 +252,18 @@ def test_runs_from_earlier_weights_of_a_backbone_id_are_left_out_and_named(tmp_p
                                      "accuracy": 0.0}]
     assert ("Left out: 1 run(s) fine-tuned from earlier weights of a backbone id, lost and pre-trained again (CE "
             "seed 2 0.00%).") in report["verdict"]
+
+
+def test_ce_against_bce_is_read_on_the_first_backbone_with_both_losses():
+    """Plan 3's amendment: the backbone that carries both losses compares them (backbone 0 where it does)."""
+    runs = pd.DataFrame({"backbone": ["bb0", "bb0", "bb1", "bb1", "bb2"], "loss": ["ce", "ce", "ce", "bce", "bce"]})
+    assert F.paired_backbone(runs, ["bb0", "bb1", "bb2"]) == "bb1"
+    assert F.paired_backbone(runs.assign(loss="ce"), ["bb0", "bb1", "bb2"]) == "bb0"  # none has both
+    both0 = pd.concat([runs, pd.DataFrame({"backbone": ["bb0"], "loss": ["bce"]})])
+    assert F.paired_backbone(both0, ["bb0", "bb1", "bb2"]) == "bb0"
+    line = F.verdict_lines({"nbsvm": 90.0, "tfidf": 89.0, "endpoints": {}, "backbones": [],
+                            "ship": {"run_id": "r", "loss": "ce", "seed": 0, "accuracy": 1.0, "endpoint": 1.0,
+                                     "winner": False},
+                            "ce_vs_bce": {"diff": 0.1, "ci_low": -0.2, "ci_high": 0.4, "tost_p": 0.01,
+                                          "decision": "equivalent", "margin": 0.5, "backbone": "bb1"}})
+    assert any(x.startswith("BCE - CE on bb1: +0.10 points") for x in line)

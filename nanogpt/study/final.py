@@ -55,6 +55,16 @@ def endpoint(runs: pd.DataFrame, order: list[str], bar: float, level: float = LE
     return out
 
 
+def paired_backbone(runs: pd.DataFrame, order: list[str]) -> str:
+    """The backbone whose fine-tunes compare CE with BCE: the first in seed order with runs of both losses (plan 3
+    named backbone 0; its amendment of 2026-12-07, made before any BCE run of the plan, lets any backbone carry
+    both, since a backbone's file does not outlive the session that pre-trains it here); backbone 0 when none has."""
+    for b in order:
+        if {"ce", "bce"} <= set(runs.loc[runs["backbone"] == b, "loss"]):
+            return b
+    return order[0]
+
+
 def churn_by_backbone(labels: np.ndarray, backbones: list[str]) -> dict:
     """Churn (points) over pairs of distinct runs of one backbone (fine-tuning seeds) and over pairs of runs of
     different backbones, from a label matrix (runs x reviews) and each run's backbone."""
@@ -128,7 +138,7 @@ def verdict_lines(report: dict) -> list[str]:
                "Goal not met: no loss's mean is above NBSVM's accuracy.")
     claim = report.get("ce_vs_bce")
     if claim:
-        out.append(f"BCE - CE on backbone 0: {claim['diff']:+.2f} points, 95% CI [{claim['ci_low']:+.2f}, "
+        out.append(f"BCE - CE on {claim.get('backbone', 'backbone 0')}: {claim['diff']:+.2f} points, 95% CI [{claim['ci_low']:+.2f}, "
                    f"{claim['ci_high']:+.2f}], TOST p = {claim['tost_p']:.2g}: {claim['decision']} (margin "
                    f"+-{claim['margin']:g}).")
     for loss, c in report.get("churn", {}).items():
@@ -188,9 +198,11 @@ def final_report(results_dir: str | Path, baseline_dir: str | Path = "results", 
                              for r in superseded_runs(results_dir, profile, pretrain_profile, spec["finetune"],
                                                       spec["pretrain_overrides"]).itertuples()]}
     first = pre[pre["backbone"] == order[0]]
-    ce, bce = (first[first["loss"] == k].set_index("seed")["val_accuracy"] * 100 for k in ("ce", "bce"))
+    paired = pre[pre["backbone"] == paired_backbone(pre, order)]
+    ce, bce = (paired[paired["loss"] == k].set_index("seed")["val_accuracy"] * 100 for k in ("ce", "bce"))
     if len(ce) >= 2 and len(bce) >= 2:
-        report["ce_vs_bce"] = accuracy_claim(ce.sort_index(), bce.sort_index(), load_plan())
+        report["ce_vs_bce"] = {**accuracy_claim(ce.sort_index(), bce.sort_index(), load_plan()),
+                               "backbone": paired_backbone(pre, order)}
     found, missing = available_val_predictions(results_dir, pre)
     report["missing_predictions"] = sorted(missing)
     report["churn"] = {}
