@@ -267,3 +267,10 @@ def test_ce_against_bce_is_read_on_the_first_backbone_with_both_losses():
                             "ce_vs_bce": {"diff": 0.1, "ci_low": -0.2, "ci_high": 0.4, "tost_p": 0.01,
                                           "decision": "equivalent", "margin": 0.5, "backbone": "bb1"}})
     assert any(x.startswith("BCE - CE on bb1: +0.10 points") for x in line)
+    one = F.verdict_lines({"nbsvm": 90.0, "tfidf": 89.0, "endpoints": {}, "backbones": [],
+                           "ship": {"run_id": "r", "loss": "ce", "seed": 0, "accuracy": 1.0, "endpoint": 1.0,
+                                    "winner": False},
+                           "churn": {"ce": {"within_backbone": 4.5, "within_pairs": 10, "between_backbones": float("nan"),
+                                            "between_pairs": 0}}})
+    assert ("CE churn: 4.50% of reviews between fine-tuning seeds of one backbone (10 pairs), none between backbones "
+            "yet (one backbone).") in one

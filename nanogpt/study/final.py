@@ -142,9 +142,10 @@ def verdict_lines(report: dict) -> list[str]:
                    f"{claim['ci_high']:+.2f}], TOST p = {claim['tost_p']:.2g}: {claim['decision']} (margin "
                    f"+-{claim['margin']:g}).")
     for loss, c in report.get("churn", {}).items():
+        between = (f"{c['between_backbones']:.2f}% between backbones ({c['between_pairs']} pairs)"
+                   if c["between_pairs"] else "none between backbones yet (one backbone)")
         out.append(f"{loss.upper()} churn: {c['within_backbone']:.2f}% of reviews between fine-tuning seeds of one "
-                   f"backbone ({c['within_pairs']} pairs), {c['between_backbones']:.2f}% between backbones "
-                   f"({c['between_pairs']} pairs).")
+                   f"backbone ({c['within_pairs']} pairs), {between}.")
     hyb = report.get("hybrid")
     if hyb:
         r = hyb["row"]
