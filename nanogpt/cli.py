@@ -293,4 +293,3 @@ def init_of(value: str) -> str:
         raise UsageError(f"--init shipped: no model is shipped in {MODELS_DIR}. Fix: start from a backbone or a "
                          "finished run with --init lm:PATH, or ship one with `python -m nanogpt ship`.")
     return f"lm:{path}"
-

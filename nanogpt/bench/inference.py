@@ -37,6 +37,16 @@ def untrained_checkpoint(cfg, path) -> Path:
     return Path(path)
 
 
+def latencies_ms(clf, reviews) -> list[float]:
+    """Milliseconds of `clf.predict` for each review, one review per call (as a service answers one request)."""
+    out = []
+    for review in reviews:
+        t0 = time.perf_counter()
+        clf.predict(review)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
 def inference_times(cfg, calls: int, batch: int) -> dict:
     """Latency of one review (median, p95 over `calls`) and throughput on `batch` validation reviews, for an
     untrained model of `cfg`'s shape (weights do not change the speed)."""
@@ -45,11 +55,7 @@ def inference_times(cfg, calls: int, batch: int) -> dict:
     texts = list(load_imdb()["validation"]["text"])
     review = texts[0]
     clf.predict(review)
-    lat = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        clf.predict(review)
-        lat.append((time.perf_counter() - t0) * 1000)
+    lat = latencies_ms(clf, [review] * calls)
     many = list(texts[:batch])
     t0 = time.perf_counter()
     clf.predict(many)
@@ -75,11 +81,7 @@ def shortcut_times(calls: int, batch: int) -> dict:
     for name, flag in (("full", False), ("shortcut", True)):
         clf.model.last_position_only = flag
         clf.predict(texts[:8])
-        lat = []
-        for review in texts[:calls]:
-            t0 = time.perf_counter()
-            clf.predict(review)
-            lat.append((time.perf_counter() - t0) * 1000)
+        lat = latencies_ms(clf, texts[:calls])
         t0 = time.perf_counter()
         probs[name] = clf.predict(texts).probabilities
         out[f"{name}_reviews_per_s"] = len(texts) / (time.perf_counter() - t0)
@@ -96,11 +98,7 @@ def shipped_times(path, calls: int, batch: int, batch_sizes=(16, 32, 64)) -> dic
     clf = Classifier.load(path)
     texts = list(load_imdb()["validation"]["text"])
     clf.predict(texts[:8])
-    lat = []
-    for review in texts[:calls]:
-        t0 = time.perf_counter()
-        clf.predict(review)
-        lat.append((time.perf_counter() - t0) * 1000)
+    lat = latencies_ms(clf, texts[:calls])
     out = {"ms_median": float(np.median(lat)), "ms_p95": float(np.percentile(lat, 95)), "calls": calls,
            "batch": batch, "precision": clf.precision, "reading": clf.reading, "threads": torch.get_num_threads()}
     for size in batch_sizes:

@@ -37,16 +37,6 @@ def init_label(cfg) -> str:
     return cfg.init if path is None else "lm:" + load_backbone(path)["backbone_id"]
 
 
-def backbone_digest(cfg) -> str:
-    """The sha256 of the file a run started from ('' for scratch or gpt2): which weights it read, since a backbone
-    lost with its machine and pre-trained again under its id (same config and seed) is other weights."""
-    from nanogpt.core.artifacts import file_sha256
-    from nanogpt.run.backbone import backbone_path
-
-    path = backbone_path(cfg.init)
-    return "" if path is None else file_sha256(path)
-
-
 def result_row(cfg, run_id: str, n_train: int, n_val: int, device: str, precision: str, status: str,
                **numbers) -> dict:
     """One row of runs.csv for a run of `cfg` (a TrainConfig): what produced it, and its numbers (NaN until
@@ -64,7 +54,7 @@ def result_row(cfg, run_id: str, n_train: int, n_val: int, device: str, precisio
            "tokens_per_second": float("nan"), "device": device, "precision": precision,
            "torch_version": torch.__version__, "config": json.dumps(asdict(cfg), sort_keys=True), "error": "",
            "data": source_fingerprint(cfg.source), "keep": cfg.keep, "model_sha256": "", "init": init_label(cfg),
-           "backbone_sha256": backbone_digest(cfg), **processor_of(device)}
+           "backbone_sha256": cfg.backbone_sha256() if cfg.init.startswith("lm:") else "", **processor_of(device)}
     row.update(numbers)
     return row
 

@@ -299,7 +299,7 @@ def _stored(results_dir, profile, pretrain_profile, finetune, pretrain_overrides
     backbones = stored_backbones(results_dir, pretrain_profile, pretrain_overrides)
     backbones = backbones[backbones["differs"].map(len) == 0].drop(columns="differs")
     if runs.empty or backbones.empty:
-        return runs.iloc[0:0] if not runs.empty else runs, backbones
+        return runs.iloc[0:0], backbones
     runs = runs[(runs["start"] == "scratch") | runs["backbone"].isin(set(backbones["backbone_id"]))]
     return runs.reset_index(drop=True), backbones
 
