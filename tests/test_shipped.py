@@ -115,3 +115,19 @@ def test_the_bench_times_the_shipped_model_as_it_serves(exported):
     assert (out["calls"], out["batch"], out["reading"]) == (3, 8, Classifier.load(path).reading)
     assert 0 < out["ms_median"] <= out["ms_p95"]
     assert out["reviews_per_s_batch4"] > 0 and out["reviews_per_s_batch8"] > 0 and "reviews_per_s_batch16" not in out
+
+
+def test_label_agreement_compares_a_precision_with_fp32_on_the_same_reviews(exported):
+    """The serving bar for bf16: fp32 against itself agrees everywhere; bf16 is compared with fp32 review by
+    review (its labels and probabilities read from the same texts)."""
+    from nanogpt.bench.inference import label_agreement
+    from nanogpt.data.imdb import load_imdb
+
+    _, path, _ = exported
+    same = label_agreement(path, "fp32", reviews=12)
+    assert (same["reviews"], same["label_agreement"], same["max_probability_difference"]) == (12, 1.0, 0.0)
+    bf16 = label_agreement(path, "bf16", reviews=12)
+    texts = list(load_imdb()["validation"]["text"])[:12]
+    ref, low = (Classifier.load(path, precision=p).predict(texts) for p in ("fp32", "bf16"))
+    assert bf16["label_agreement"] == np.mean(ref.labels == low.labels)
+    assert bf16["max_probability_difference"] == np.max(np.abs(ref.probabilities - low.probabilities)) > 0

@@ -91,11 +91,11 @@ def shortcut_times(calls: int, batch: int) -> dict:
     return out
 
 
-def shipped_times(path, calls: int, batch: int, batch_sizes=(16, 32, 64)) -> dict:
+def shipped_times(path, calls: int, batch: int, batch_sizes=(16, 32, 64), precision: str = "fp32") -> dict:
     """The shipped model (or any checkpoint) as a service answers: median and p95 ms for one review (each of
     `calls` validation reviews in its own call) and batched reviews/s on `batch` validation reviews for each of
-    `batch_sizes` (windows per forward pass), on the threads torch has here."""
-    clf = Classifier.load(path)
+    `batch_sizes` (windows per forward pass), on the threads torch has here, in `precision`."""
+    clf = Classifier.load(path, precision=precision)
     texts = list(load_imdb()["validation"]["text"])
     clf.predict(texts[:8])
     lat = latencies_ms(clf, texts[:calls])
@@ -106,3 +106,14 @@ def shipped_times(path, calls: int, batch: int, batch_sizes=(16, 32, 64)) -> dic
         clf.predict(texts[:batch], batch_size=size)
         out[f"reviews_per_s_batch{size}"] = batch / (time.perf_counter() - t0)
     return out
+
+
+def label_agreement(path, precision: str, reviews: int | None = None) -> dict:
+    """How often `path`'s labels in `precision` are those of the same weights in fp32, on the first `reviews`
+    validation reviews (all when None): the bar a faster precision must clear before it serves."""
+    texts = list(load_imdb()["validation"]["text"])[:reviews]
+    ref = Classifier.load(path, precision="fp32").predict(texts)
+    other = Classifier.load(path, precision=precision).predict(texts)
+    return {"reviews": len(texts), "precision": precision,
+            "label_agreement": float(np.mean(ref.labels == other.labels)),
+            "max_probability_difference": float(np.max(np.abs(ref.probabilities - other.probabilities)))}
