@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from nanogpt.core.runtime import cpu_has_fast_bf16
+
 pytestmark = pytest.mark.slow  # every test here runs the bench or trains for real
 
 
@@ -29,6 +31,13 @@ def test_quick_bench_runs_and_reports_sane_numbers(tmp_path):
     assert all(b[f"shortcut_{w}_{k}"] > 0 for w in ("full", "shortcut") for k in ("reviews_per_s", "ms_median"))
     assert b["seconds_to_85_ce"] is None and b["seconds_to_85_bce"] is None and b["hf_trainer_seconds_to_85"] is None
     assert b["config"]["n_embd"] > 0 and b["torch_version"]
+    # the shipped model as it serves: fp32, and bf16 with its label agreement where the processor has bf16
+    assert b["shipped_precision"] == "fp32" and b["shipped_reviews_per_s_batch32"] > 0
+    if cpu_has_fast_bf16():
+        assert b["shipped_bf16_precision"] == "bf16" and b["shipped_bf16_reviews"] == 500
+        assert 0.9 < b["shipped_bf16_label_agreement"] <= 1 and "of 500 reviews" in r.stdout
+    else:
+        assert "shipped_bf16_precision" not in b
     assert "serve, micro-batch" in r.stdout and "serve, batching gain" in r.stdout
     rows = b["serving_rows"]  # the service under load, both modes, 1 and 32 clients (quick: one review a request)
     assert {(r["mode"], r["clients"], r["reviews_per_request"]) for r in rows} == {

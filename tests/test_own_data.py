@@ -256,6 +256,9 @@ def test_the_advice_follows_the_numbers():
     assert deploy_advice(rows(93.0, 88.0, 89.0), 2000).startswith("Deploy the GPT: +4.00 points over NBSVM")
     close = deploy_advice(rows(89.5, 88.0, 89.0), 2000)  # +0.5 on 2,000 texts: within +-1.37
     assert close.startswith("Deploy NBSVM: the GPT is +0.50 points ahead, within the +-1.37 points")
+    tie = deploy_advice(rows(90.5, 86.17, 90.5 - 1e-14), 600)  # a tie that floats leave a hair apart
+    assert tie.startswith("Deploy NBSVM: it scores what the GPT scores (90.50%) on the same 600 validation texts")
+    assert "-0.00" not in tie and "training the GPT on this file added nothing" in tie
 
 
 def test_a_run_on_ones_own_file_ends_with_the_comparison_and_a_card(own_run, capsys):

@@ -55,6 +55,9 @@ def deploy_advice(rows: list[dict], n_val: int) -> str:
     if gap > noise:
         return (f"Deploy the GPT: {gap:+.2f} points over {best['model']} on the same {n_val} validation texts, more "
                 f"than the +-{noise:.2f} points a score on them carries by chance.")
+    if round(gap, 2) == 0:  # the same score to a hundredth of a point (a float's -0.00 included)
+        return (f"Deploy {best['model']}: it scores what the GPT scores ({gpt['accuracy']:.2f}%) on the same {n_val} "
+                f"validation texts{speed}, so training the GPT on this file added nothing.")
     if gap > 0:
         return (f"Deploy {best['model']}: the GPT is {gap:+.2f} points ahead, within the +-{noise:.2f} points a score "
                 f"on {n_val} validation texts carries by chance{speed}.")
