@@ -48,6 +48,17 @@ def test_churn_within_and_between_backbones_by_hand():
     assert (c["within_pairs"], c["between_pairs"]) == (2, 4) and c["ratio"] == pytest.approx(1.25)
     with pytest.raises(ValueError, match="4 runs in the label matrix but 3 backbones"):
         F.churn_by_backbone(labels, ["a", "a", "b"])
+    # one backbone (or one run a backbone): what has no pairs is None, null in the verdict file, not NaN
+    one = F.churn_by_backbone(labels, ["a"] * 4)
+    assert (one["between_backbones"], one["ratio"], one["between_pairs"]) == (None, None, 0)
+    alone = F.churn_by_backbone(labels[:2], ["a", "b"])
+    assert (alone["within_backbone"], alone["within_pairs"], alone["between_pairs"]) == (None, 0, 1)
+    json.dumps(one, allow_nan=False), json.dumps(alone, allow_nan=False)
+    line = F.verdict_lines({"nbsvm": 90.0, "tfidf": 89.0, "endpoints": {}, "backbones": [], "churn": {"ce": alone},
+                            "ship": {"run_id": "r", "loss": "ce", "seed": 0, "accuracy": 1.0, "endpoint": 1.0,
+                                     "winner": False}})
+    assert "CE churn: none between fine-tuning seeds of one backbone yet (one run a backbone), 25.00% between" in (
+        " ".join(line))
 
 
 def test_the_run_to_ship_is_the_winners_closest_to_its_endpoint():
@@ -270,7 +281,7 @@ def test_ce_against_bce_is_read_on_the_first_backbone_with_both_losses():
     one = F.verdict_lines({"nbsvm": 90.0, "tfidf": 89.0, "endpoints": {}, "backbones": [],
                            "ship": {"run_id": "r", "loss": "ce", "seed": 0, "accuracy": 1.0, "endpoint": 1.0,
                                     "winner": False},
-                           "churn": {"ce": {"within_backbone": 4.5, "within_pairs": 10, "between_backbones": float("nan"),
+                           "churn": {"ce": {"within_backbone": 4.5, "within_pairs": 10, "between_backbones": None,
                                             "between_pairs": 0}}})
     assert ("CE churn: 4.50% of reviews between fine-tuning seeds of one backbone (10 pairs), none between backbones "
             "yet (one backbone).") in one

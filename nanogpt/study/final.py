@@ -76,11 +76,12 @@ def churn_by_backbone(labels: np.ndarray, backbones: list[str]) -> dict:
     same = np.equal.outer(np.asarray(backbones), np.asarray(backbones))
     distinct = ~np.eye(len(backbones), dtype=bool)
     within_pairs, between_pairs = same & distinct, ~same
-    out = {"within_backbone": 100 * float(d[within_pairs].mean()) if within_pairs.any() else math.nan,
-           "between_backbones": 100 * float(d[between_pairs].mean()) if between_pairs.any() else math.nan,
+    # None where there are no such pairs (one backbone, or one run each): null in the verdict file, never NaN
+    out = {"within_backbone": 100 * float(d[within_pairs].mean()) if within_pairs.any() else None,
+           "between_backbones": 100 * float(d[between_pairs].mean()) if between_pairs.any() else None,
            "within_pairs": int(within_pairs.sum() // 2), "between_pairs": int(between_pairs.sum() // 2)}
     out["ratio"] = (out["between_backbones"] / out["within_backbone"]
-                    if out["within_backbone"] and not math.isnan(out["between_backbones"]) else math.nan)
+                    if out["within_backbone"] and out["between_backbones"] is not None else None)
     return out
 
 
@@ -144,8 +145,10 @@ def verdict_lines(report: dict) -> list[str]:
     for loss, c in report.get("churn", {}).items():
         between = (f"{c['between_backbones']:.2f}% between backbones ({c['between_pairs']} pairs)"
                    if c["between_pairs"] else "none between backbones yet (one backbone)")
-        out.append(f"{loss.upper()} churn: {c['within_backbone']:.2f}% of reviews between fine-tuning seeds of one "
-                   f"backbone ({c['within_pairs']} pairs), {between}.")
+        within = (f"{c['within_backbone']:.2f}% of reviews between fine-tuning seeds of one backbone "
+                  f"({c['within_pairs']} pairs)" if c["within_pairs"] else "none between fine-tuning seeds of one "
+                  "backbone yet (one run a backbone)")
+        out.append(f"{loss.upper()} churn: {within}, {between}.")
     hyb = report.get("hybrid")
     if hyb:
         r = hyb["row"]
