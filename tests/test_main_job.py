@@ -133,6 +133,20 @@ def test_a_report_with_the_same_numbers_is_not_rewritten(tmp_path):
     assert json.loads(path.read_text())["ratio"] == 1.0223
 
 
+def test_a_report_is_strict_json_with_null_for_what_has_no_number(tmp_path):
+    from nanogpt.core.artifacts import atomic_write_json, write_report_json
+
+    def strict(text):  # Python's json accepts NaN; a strict reader (JavaScript, jq, pandas' ujson) does not
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} written"))
+
+    report = {"sd": float("nan"), "rows": [{"se": np.float32("nan"), "up": float("inf")}, (1.5, -np.inf)],
+              "mean": np.float64(89.5), "n": 3}
+    for write in (atomic_write_json, write_report_json):
+        write(tmp_path / f"{write.__name__}.json", report)
+        assert strict((tmp_path / f"{write.__name__}.json").read_text()) == {
+            "sd": None, "rows": [{"se": None, "up": None}, [1.5, None]], "mean": 89.5, "n": 3}
+
+
 def test_a_figure_showing_the_same_is_not_rewritten(tmp_path):
     import matplotlib
 

@@ -89,8 +89,22 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def finite_json(obj):
+    """`obj` (JSON-like) with every non-finite float (NaN, infinity: a mean of nothing, a sd of one run) as None,
+    so the file is JSON that any strict reader accepts (null), not Python's `NaN` extension."""
+    if isinstance(obj, float) or type(obj).__name__ in ("float32", "float16"):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | Path, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """`obj` as indented JSON with sorted keys; non-finite floats are written as null (`finite_json`)."""
+    text = json.dumps(finite_json(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
 
 
 def rounded(obj, significant: int = 8):
@@ -109,7 +123,7 @@ def write_report_json(path: str | Path, obj, significant: int = 8) -> bool:
     regenerated on another processor, whose floats differ in their last bits only, leaves the committed file
     untouched (no diff in git). True when the file was written."""
     path = Path(path)
-    new = json.loads(json.dumps(obj, sort_keys=True, default=str))
+    new = json.loads(json.dumps(finite_json(obj), sort_keys=True, default=str, allow_nan=False))
     try:
         if rounded(json.loads(path.read_text()), significant) == rounded(new, significant):
             return False
