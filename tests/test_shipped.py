@@ -42,6 +42,31 @@ def test_the_shipped_model_answers_as_the_run_did(exported):
     assert full["bytes"] > 1.8 * card["bytes"]
 
 
+def test_the_card_holds_bf16_agreement_only_where_bf16_is_native(learnt_run, tmp_path, monkeypatch):
+    """On a processor that multiplies bf16 natively the card says how bf16 serving labels the validation reviews
+    against fp32 (what `serve --precision auto` gives there); elsewhere it measures nothing (None)."""
+    from nanogpt.data.imdb import load_imdb
+
+    _, result = learnt_run
+    monkeypatch.setattr(shipped, "cpu_has_fast_bf16", lambda: False)
+    assert shipped.ship(result.run_dir, tmp_path, name="plain")["bf16"] is None
+    monkeypatch.setattr(shipped, "cpu_has_fast_bf16", lambda: True)  # bf16 is emulated where it is not native
+    card = shipped.ship(result.run_dir, tmp_path, name="bf16")
+    fp32 = pd.read_csv(result.run_dir / "val_predictions.csv")["positive_probability"].to_numpy()
+    reference = fp32 > 0.5
+    texts = list(load_imdb(result.row["source"])["validation"]["text"])
+    served = Classifier.load(tmp_path / "bf16.safetensors", precision="bf16").predict(texts)
+    assert card["bf16"]["label_agreement_with_fp32"] == np.mean(served.labels == reference)
+    assert card["bf16"]["validation_accuracy"] == np.mean(served.labels == reference_labels(result))
+    assert card["bf16"]["max_probability_difference"] == np.max(np.abs(served.probabilities - fp32))  # bf16's own
+    assert card["bf16"]["processor"] and "served in bf16" in shipped.describe(card)
+    assert "served in bf16" not in shipped.describe({**card, "bf16": None})
+
+
+def reference_labels(result):
+    return pd.read_csv(result.run_dir / "val_predictions.csv")["label"].to_numpy()
+
+
 def test_a_truncated_or_altered_file_is_one_clear_error(exported, tmp_path):
     _, path, _ = exported
     data = path.read_bytes()

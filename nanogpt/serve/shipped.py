@@ -3,8 +3,9 @@ so that `classify`, `serve` and notebook 05's panel answer on a fresh clone with
 
 `ship(run_dir)` exports a finished run's weights (fp16 by default: half the bytes) after checking that the
 exported model labels the run's validation reviews as the fp32 model did on at least `MIN_AGREEMENT` of them, and
-writes the card (data, recipe, accuracy, agreement, processor, sha256) beside it. `shipped_model()` is the path
-the commands fall back to when no checkpoint is named.
+writes the card (data, recipe, accuracy, agreement, processor, sha256) beside it; where the processor multiplies
+bf16 natively, the card also holds the bf16 model's agreement with fp32 there (what `serve --precision auto`
+gives). `shipped_model()` is the path the commands fall back to when no checkpoint is named.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from nanogpt.core.artifacts import atomic_write_json
 from nanogpt.core.resources import REPO_ROOT
+from nanogpt.core.runtime import cpu_has_fast_bf16, processor_of
 
 MODELS_DIR = REPO_ROOT / "models"
 DEFAULT_NAME = "imdb-gpt"
@@ -116,6 +118,15 @@ def ship(run_dir: str | Path, models_dir: str | Path = MODELS_DIR, name: str = D
         fp32_labels = reference["positive_probability"].to_numpy() > 0.5
         agreement = float(np.mean((probs > 0.5) == fp32_labels))
         accuracy = float(np.mean((probs > 0.5) == val.labels))
+        bf16 = None  # measured only where this processor multiplies bf16 natively (elsewhere `auto` serves fp32)
+        if classifier.device.type == "cpu" and cpu_has_fast_bf16():
+            low = positive_probabilities(classifier.model, classifier.criterion, val, classifier.device, "bf16",
+                                         64, cfg.pad_multiple, classifier.reading, classifier.window_stride)
+            fp32 = reference["positive_probability"].to_numpy()
+            bf16 = {"label_agreement_with_fp32": float(np.mean((low > 0.5) == fp32_labels)),
+                    "max_probability_difference": float(np.max(np.abs(low - fp32))),
+                    "validation_accuracy": float(np.mean((low > 0.5) == val.labels)), **processor_of("cpu"),
+                    "serve": "serve --precision auto (or bf16) on such a processor"}
         if agreement < MIN_AGREEMENT:
             raise ValueError(f"the {'fp16' if half else 'exported'} model's labels agree with the fp32 model's on "
                              f"{100 * agreement:.2f}% of validation reviews, under {100 * MIN_AGREEMENT:.1f}%: "
@@ -135,7 +146,7 @@ def ship(run_dir: str | Path, models_dir: str | Path = MODELS_DIR, name: str = D
         "recipe": {k: v for k, v in ckpt["train_config"].items() if k not in ("out_dir", "cache_dir", "quiet")},
         "init": row.get("init"), "reading": classifier.reading,
         "validation_accuracy_fp32": float(row["val_accuracy"]), "validation_accuracy_shipped": accuracy,
-        "label_agreement_with_fp32": agreement,
+        "label_agreement_with_fp32": agreement, "bf16": bf16,
         "processor": {k: row.get(k) for k in ("device", "precision", "processor", "isa")
                       if row.get(k) is not None},
         "note": note,
@@ -148,4 +159,6 @@ def describe(card: dict) -> str:
     """One line on what was shipped, from its card."""
     return (f"shipped {card['model']} ({card['bytes'] / 2**20:.1f} MiB, {card['weights']}): validation accuracy "
             f"{100 * card['validation_accuracy_shipped']:.2f}% (fp32 {100 * card['validation_accuracy_fp32']:.2f}%), "
-            f"labels as fp32 on {100 * card['label_agreement_with_fp32']:.2f}% of validation reviews")
+            f"labels as fp32 on {100 * card['label_agreement_with_fp32']:.2f}% of validation reviews"
+            + (f"; served in bf16 on this processor, {100 * card['bf16']['label_agreement_with_fp32']:.2f}%"
+               if card.get("bf16") else ""))
