@@ -257,6 +257,11 @@ def test_runs_from_earlier_weights_of_a_backbone_id_are_left_out_and_named(tmp_p
     kept, _ = stored_pretraining(tmp_path, "ft", "lm-cpu", get_recipe(F.RECIPE)["finetune"],
                                  get_recipe(F.RECIPE)["pretrain_overrides"])
     assert "bb0-ce-2-lost" not in set(kept["run_id"]) and "bb0-ce-0" in set(kept["run_id"])
+    from nanogpt.bench.cost import ENTRIES, recipe_rows
+
+    plan = next(e for e in ENTRIES if e[6] == "final")  # the cost table's row for plan 3 leaves them out too
+    costed, _ = recipe_rows(tmp_path, *plan[1:6])
+    assert "bb0-ce-2-lost" not in set(costed["run_id"]) and "bb0-ce-0" in set(costed["run_id"])
     report = F.final_report(tmp_path, baseline_dir=tmp_path)
     assert report["endpoints"]["ce"]["runs"] == 6 and report["endpoints"]["ce"]["mean"] == pytest.approx(87.5)
     assert report["superseded"] == [{"run_id": "bb0-ce-2-lost", "loss": "ce", "seed": 2, "backbone": "bb0",

@@ -34,7 +34,7 @@ def recipe_rows(results_dir, profile: str, precision: str, start: str, backbone_
                 recipe: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The finished runs of one table entry (its profile, population, start and recipe) and their backbones."""
     from nanogpt.run.results import read_results, runs_csv
-    from nanogpt.study.pretrain_study import get_recipe, of_recipe, stored_backbones, with_start
+    from nanogpt.study.pretrain_study import get_recipe, of_recipe, stored_backbones, superseded_mask, with_start
 
     runs = with_start(read_results(runs_csv(results_dir), finished_only=True))
     runs = runs[(runs["profile"] == profile) & (runs["precision"] == precision) & (runs["start"] == start)]
@@ -45,6 +45,7 @@ def recipe_rows(results_dir, profile: str, precision: str, start: str, backbone_
     backbones = stored_backbones(results_dir, "lm-cpu")
     backbones = backbones[(backbones["steps"] == backbone_steps) & backbones["differs"].map(lambda d: set(d) <= {"max_steps"})]
     runs = runs[runs["backbone"].isin(set(backbones["backbone_id"]))]
+    runs = runs[~superseded_mask(runs, backbones)]  # fine-tuned from lost weights of a backbone id: not this row's
     if runs.empty:
         return runs, backbones.iloc[:0]
     runs = of_recipe(runs, get_recipe(recipe)["finetune"])

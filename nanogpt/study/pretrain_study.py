@@ -261,7 +261,7 @@ def stored_pretraining(results_dir: str | Path, profile: str, pretrain_profile: 
     06 analyses when it does not train (a fresh clone reads the committed files). Runs from other weights of a
     backbone's id than its row's (`superseded_runs`) are left out too."""
     runs, backbones = _stored(results_dir, profile, pretrain_profile, finetune, pretrain_overrides)
-    runs = runs[~_superseded(runs, backbones)].reset_index(drop=True)
+    runs = runs[~superseded_mask(runs, backbones)].reset_index(drop=True)
     used = set(runs["backbone"]) - {""} if not runs.empty else set()
     if not used:  # no runs, no backbones, or no run fine-tuned with this recipe from them
         raise FileNotFoundError(f"{results_dir} holds no '{profile}' runs fine-tuned with this recipe from its "
@@ -276,10 +276,10 @@ def superseded_runs(results_dir: str | Path, profile: str, pretrain_profile: str
     lost with its machine and pre-trained again (same config and seed, other weights, since fp32 sums are not
     reproduced bit for bit) supersedes the runs of the lost one; they stay in runs.csv, out of the comparison."""
     runs, backbones = _stored(results_dir, profile, pretrain_profile, finetune, pretrain_overrides)
-    return runs[_superseded(runs, backbones)].reset_index(drop=True)
+    return runs[superseded_mask(runs, backbones)].reset_index(drop=True)
 
 
-def _superseded(runs: pd.DataFrame, backbones: pd.DataFrame) -> pd.Series:
+def superseded_mask(runs: pd.DataFrame, backbones: pd.DataFrame) -> pd.Series:
     """Per row of `runs`: started from its backbone id but from other weights than the backbone row's (both
     sha256s recorded; rows from before the run's column existed are taken as the row's weights)."""
     if runs.empty or "backbone_sha256" not in runs or "backbone_sha256" not in backbones:
