@@ -290,3 +290,19 @@ def test_ce_against_bce_is_read_on_the_first_backbone_with_both_losses():
                                             "between_pairs": 0}}})
     assert ("CE churn: 4.50% of reviews between fine-tuning seeds of one backbone (10 pairs), none between backbones "
             "yet (one backbone).") in one
+
+
+def test_the_length_table_counts_each_backbone_once():
+    """final_probe.length_by_loss: per loss, the mean of the backbone means of each column (as the endpoint)."""
+    from nanogpt.study.final_probe import COLUMNS, length_by_loss
+
+    per_run = pd.DataFrame([[90.0] * 5, [92.0] * 5, [80.0] * 5, [70.0] * 5], columns=COLUMNS,
+                           index=["a0", "a1", "b0", "c0"])
+    per_run.loc["a1", "> 400"] = 100.0
+    runs = pd.DataFrame({"run_id": ["a0", "a1", "b0", "c0"], "loss": ["ce", "ce", "ce", "bce"],
+                         "backbone": ["A", "A", "B", "A"]})
+    table = length_by_loss(per_run, runs)
+    # CE: backbone A's mean 91 (> 400: 95), B's 80 -> 85.5 (87.5); the three runs' own mean would be 87.33
+    assert table.loc["GPT CE (3 run(s), 2 backbone(s))", "all"] == pytest.approx(85.5)
+    assert table.loc["GPT CE (3 run(s), 2 backbone(s))", "> 400"] == pytest.approx(87.5)
+    assert table.loc["GPT BCE (1 run(s), 1 backbone(s))", "all"] == pytest.approx(70.0)
