@@ -167,7 +167,8 @@ def test_the_kept_checkpoint_is_the_best_on_the_development_slice(own_run):
     cfg, result = own_run
     row, meta = result.row, json.loads((result.run_dir / "meta.json").read_text())
     dev_points = result.history.dropna(subset=["dev_accuracy"])
-    best = dev_points.loc[dev_points["dev_accuracy"].idxmax()]
+    # the rule: the highest development accuracy; among equal ones, the lowest development loss (then the first)
+    best = dev_points.sort_values(["dev_accuracy", "dev_loss"], ascending=[False, True], kind="stable").iloc[0]
     assert row["best_step"] == int(best["step"]) and row["best_dev_accuracy"] == best["dev_accuracy"]
     assert row["best_dev_accuracy"] >= dev_points["dev_accuracy"].iloc[-1]  # never worse than the last point
     assert meta["selection"]["best_step"] == row["best_step"] and meta["label_mapping"] == {"bad": 0, "good": 1}
