@@ -52,19 +52,16 @@ def test_the_card_holds_bf16_agreement_only_where_bf16_is_native(learnt_run, tmp
     assert shipped.ship(result.run_dir, tmp_path, name="plain")["bf16"] is None
     monkeypatch.setattr(shipped, "cpu_has_fast_bf16", lambda: True)  # bf16 is emulated where it is not native
     card = shipped.ship(result.run_dir, tmp_path, name="bf16")
-    fp32 = pd.read_csv(result.run_dir / "val_predictions.csv")["positive_probability"].to_numpy()
+    kept = pd.read_csv(result.run_dir / "val_predictions.csv")
+    fp32, truth = kept["positive_probability"].to_numpy(), kept["label"].to_numpy()
     reference = fp32 > 0.5
     texts = list(load_imdb(result.row["source"])["validation"]["text"])
     served = Classifier.load(tmp_path / "bf16.safetensors", precision="bf16").predict(texts)
     assert card["bf16"]["label_agreement_with_fp32"] == np.mean(served.labels == reference)
-    assert card["bf16"]["validation_accuracy"] == np.mean(served.labels == reference_labels(result))
+    assert card["bf16"]["validation_accuracy"] == np.mean(served.labels == truth)
     assert card["bf16"]["max_probability_difference"] == np.max(np.abs(served.probabilities - fp32))  # bf16's own
     assert card["bf16"]["processor"] and "served in bf16" in shipped.describe(card)
     assert "served in bf16" not in shipped.describe({**card, "bf16": None})
-
-
-def reference_labels(result):
-    return pd.read_csv(result.run_dir / "val_predictions.csv")["label"].to_numpy()
 
 
 def test_a_truncated_or_altered_file_is_one_clear_error(exported, tmp_path):

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import math
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -92,7 +93,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def finite_json(obj):
     """`obj` (JSON-like) with every non-finite float (NaN, infinity: a mean of nothing, a sd of one run) as None,
     so the file is JSON that any strict reader accepts (null), not Python's `NaN` extension."""
-    if isinstance(obj, float) or type(obj).__name__ in ("float32", "float16"):
+    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral):  # numpy's floats too
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: finite_json(v) for k, v in obj.items()}

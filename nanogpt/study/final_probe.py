@@ -35,11 +35,11 @@ def length_by_loss(per_run: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 def final_probe(results_dir: str | Path = "results/final", baseline_dir: str | Path = "results", seed: int = 0,
                 source: str = "bundled") -> dict:
     """The length table (every run with predictions) and the short-input table (seed `seed` where on disk)."""
-    from nanogpt.data.imdb import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, load_imdb
+    from nanogpt.data.imdb import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION
     from nanogpt.run.predictions import available_val_predictions
     from nanogpt.serve.predict import Classifier
-    from nanogpt.study.baseline import nbsvm_baseline, nbsvm_pipeline
     from nanogpt.study.final import RECIPE
+    from nanogpt.study.hybrid import nbsvm_fitted
     from nanogpt.study.pretrain_study import get_recipe, stored_pretraining
     from nanogpt.study.probe import tfidf_probabilities
 
@@ -48,37 +48,33 @@ def final_probe(results_dir: str | Path = "results/final", baseline_dir: str | P
     runs = runs[runs["start"] == "pre-trained"]
     found, missing = available_val_predictions(results_dir, runs)
     runs = runs[runs["run_id"].isin(found)]
-    data = load_imdb(source, split_seed=DEFAULT_SPLIT_SEED, val_fraction=DEFAULT_VAL_FRACTION)
+    nbsvm, data, _, nbsvm_full = nbsvm_fitted(source, DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, baseline_dir)
     texts, labels = list(data["validation"]["text"]), np.asarray(data["validation"]["label"])
     for rid, frame in found.items():
         if not np.array_equal(frame["label"].to_numpy(), labels):
             raise ValueError(f"{rid}: its validation predictions are not of the split this probe reads.")
     short = [first_sentences(t) for t in texts]
-    record = nbsvm_baseline(source, out_dir=baseline_dir)
-    nbsvm = nbsvm_pipeline(record["C"], record["tokens"]).fit(list(data["train"]["text"]), list(data["train"]["label"]))
     tfidf = tfidf_probabilities(source, DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, {"full": texts, "short": short})
-    bags = {"NBSVM": (nbsvm.predict_proba(texts)[:, 1], nbsvm.predict_proba(short)[:, 1]),
-            "TF-IDF": (tfidf["full"], tfidf["short"])}
+    bags = {"NBSVM": (nbsvm_full, nbsvm.predict_proba(short)[:, 1]), "TF-IDF": (tfidf["full"], tfidf["short"])}
     per_run = probe_accuracy(labels, {rid: found[rid]["positive_probability"].to_numpy() for rid in runs["run_id"]},
                              texts)
     length = pd.concat([length_by_loss(per_run, runs),
                         probe_accuracy(labels, {k: full for k, (full, _) in bags.items()}, texts)])
-    shorts = {}
+    shorts, no_weights = {}, []
     for r in runs[runs["seed"] == seed].itertuples():
         weights = Path(results_dir) / "runs" / r.run_id / "model.pt"
-        if weights.is_file():
-            p = Classifier.load(weights).predict(short).probabilities
-            shorts[f"GPT {r.loss.upper()} seed {seed}, {r.backbone}"] = 100 * float(np.mean((p > 0.5) == labels))
+        if not weights.is_file():
+            no_weights.append(r.run_id)
+            continue
+        p = Classifier.load(weights).predict(short).probabilities
+        shorts[f"GPT {r.loss.upper()} seed {seed}, {r.backbone}"] = 100 * float(np.mean((p > 0.5) == labels))
     shorts.update({k: 100 * float(np.mean((s > 0.5) == labels)) for k, (_, s) in bags.items()})
     bucket = length_bucket(texts)
     return {"plan": "results/analysis-plan-3.json", "recipe": RECIPE, "reviews": len(texts),
             "bucket_reviews": {b: int((bucket == b).sum()) for b in BUCKET_LABELS},
             "by_length": length.round(4).reset_index().to_dict("records"),
             "first_two_sentences": shorts, "runs_without_predictions": sorted(missing),
-            "short_input_models_missing_weights": sorted(
-                r.run_id for r in runs[runs["seed"] == seed].itertuples()
-                if not (Path(results_dir) / "runs" / r.run_id / "model.pt").is_file())}
-
+            "short_input_models_missing_weights": sorted(no_weights)}
 
 def main(argv: list[str] | None = None) -> int:
     from nanogpt.core.artifacts import write_report_json

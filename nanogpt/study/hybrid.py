@@ -34,10 +34,11 @@ def hybrid_probabilities(gpt: np.ndarray, bow: np.ndarray, weight: float = WEIGH
     return weight * gpt + (1.0 - weight) * bow
 
 
-def nbsvm_validation(source: str = "bundled", split_seed: int | None = None, val_fraction: float | None = None,
-                     results_dir: str | Path = "results") -> tuple[np.ndarray, np.ndarray, dict]:
-    """(validation labels, NBSVM's P(positive), the baseline's record) on the study's split, refitted with the
-    committed choice of C and tokenization; a ValueError if its accuracy is not the recorded one."""
+def nbsvm_fitted(source: str = "bundled", split_seed: int | None = None, val_fraction: float | None = None,
+                 results_dir: str | Path = "results"):
+    """(NBSVM refitted on the study's training split with the committed choice of C and tokenization, the split,
+    the baseline's record, its P(positive) on the validation reviews); a ValueError if its validation accuracy is
+    not the recorded one."""
     from nanogpt.data.imdb import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, load_imdb
     from nanogpt.study.baseline import nbsvm_baseline, nbsvm_pipeline
 
@@ -53,7 +54,14 @@ def nbsvm_validation(source: str = "bundled", split_seed: int | None = None, val
     if abs(accuracy - record["accuracy"]) > 1e-9:
         raise ValueError(f"NBSVM refitted with C={record['C']} ({record['tokens']}) scores {accuracy:.6f}, not the "
                          f"recorded {record['accuracy']:.6f}: the data or scikit-learn differ from the baseline's.")
-    return labels, probs, record
+    return model, dsd, record, probs
+
+
+def nbsvm_validation(source: str = "bundled", split_seed: int | None = None, val_fraction: float | None = None,
+                     results_dir: str | Path = "results") -> tuple[np.ndarray, np.ndarray, dict]:
+    """(validation labels, NBSVM's P(positive), the baseline's record) on the study's split (`nbsvm_fitted`)."""
+    _, dsd, record, probs = nbsvm_fitted(source, split_seed, val_fraction, results_dir)
+    return np.asarray(dsd["validation"]["label"]), probs, record
 
 
 def hybrid_table(predictions: dict[str, pd.DataFrame], runs: pd.DataFrame, labels: np.ndarray,
